@@ -1,0 +1,258 @@
+"""`onloop.toml`: its schema, its defaults, and errors that say what to fix.
+
+Every key is documented where it is defined (the `description` of its field); `onloop init` renders the
+commented template from these very descriptions, and a test checks that every key has one, so the docs
+cannot drift from the code. Unknown keys are errors, not warnings: a typo such as `max_iteration` must
+not silently fall back to a default in an unattended run.
+
+Errors name the key (dotted path), what is allowed, and the file and line where the key was found.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from onloop.errors import ConfigError
+from onloop.policy.model import Policy
+from onloop.usage import parse_money
+
+CONFIG_FILE = "onloop.toml"
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `"90s"`, `"30m"`, `"2h"` or `"1h30m"`; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90, '90s', '30m', '2h' or '1h30m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match or not any(match.groups()):
+            raise ValueError(f"not a duration: {value!r} (use 90, '90s', '30m', '2h' or '1h30m')")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+def _money(value: Any) -> Decimal:
+    return parse_money(value)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Money = Annotated[Decimal, BeforeValidator(_money)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(_Section):
+    """How a run goes and when it must stop."""
+
+    mode: Literal["build", "plan"] = Field(
+        "build", description="build works the plan; plan regenerates IMPLEMENTATION_PLAN.md from specs and code"
+    )
+    backend: str = Field("claude_code", description="name of the backend (a [backends.NAME] table or a kind)")
+    fallback_backend: str | None = Field(
+        None, description="backend to switch to while the main one is rate limited (optional)"
+    )
+    max_iterations: int = Field(25, ge=1, description="iteration cap; the run stops with max_iterations")
+    max_time: Duration = Field(7200.0, description="wall-clock cap for the whole run, e.g. '2h'")
+    budget_usd: Money = Field(Decimal("5.00"), description="money cap in USD for the whole run, e.g. '5.00'")
+    max_tokens: int | None = Field(
+        None, ge=1, description="token cap (input + output) for the whole run; unset means no token cap"
+    )
+    unbounded: bool = Field(
+        False, description="allow caps to be raised without limit; required for max_iterations above 1000"
+    )
+    agent_timeout: Duration = Field(1800.0, description="wall-clock limit of one agent invocation")
+    no_progress_limit: int = Field(
+        3, ge=1, description="stop as no_progress after this many iterations in a row without verified delta"
+    )
+    stuck_limit: int = Field(
+        3, ge=1, description="stop as stuck after the same gate failure fingerprint this many times in a row"
+    )
+    agent_error_limit: int = Field(
+        3, ge=1, description="stop as agent_error after the backend failed this many times in a row"
+    )
+    rate_limit_max_wait: Duration = Field(
+        3600.0, description="longest single wait for a rate-limit reset before the run stops as budget"
+    )
+    done_marker: str = Field(
+        "<onloop:done/>", description="text the agent puts in its final message to claim the work is complete"
+    )
+
+    @model_validator(mode="after")
+    def _finite(self) -> RunConfig:
+        if self.max_iterations > 1000 and not self.unbounded:
+            raise ValueError("max_iterations above 1000 needs run.unbounded = true")
+        return self
+
+
+class GateConfig(_Section):
+    """One orchestrator-owned check. `{junit}` in the command is replaced by a report path."""
+
+    command: list[str] = Field(description="exact argv, e.g. ['python', '-m', 'pytest', '-q', '--junitxml={junit}']")
+    timeout: Duration = Field(600.0, description="wall-clock limit of one gate run, e.g. '10m'")
+    format: str = Field(
+        "auto", description="output parser: auto, junit, unittest, pytest, exit (exit code only), or a plugin"
+    )
+    required: bool = Field(True, description="a required gate must pass (against the baseline) for done")
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value or not value[0].strip():
+            raise ValueError("a gate command must be a non-empty argv list")
+        return value
+
+
+class ContextConfig(_Section):
+    """What every iteration's fresh context is assembled from, and its size."""
+
+    max_tokens: int = Field(16000, ge=1000, description="token budget of the assembled context (estimated)")
+    prompt: str = Field("PROMPT.md", description="standing instruction for build mode")
+    plan_prompt: str = Field("PROMPT_plan.md", description="standing instruction for plan mode")
+    plan: str = Field("IMPLEMENTATION_PLAN.md", description="the prioritised checklist the agent keeps current")
+    agents: str = Field("AGENTS.md", description="short operational notes: how to build and test")
+    specs: str = Field("specs", description="folder of specs, one per topic, with an index README.md")
+
+
+class BackendConfig(BaseModel):
+    """A named backend. `kind` picks the implementation; the other keys are that kind's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = Field(description="claude_code, codex, aider, opencode, command, builtin, scripted, or a plugin")
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=RunConfig, description="caps and stop rules")
+    context: ContextConfig = Field(default_factory=ContextConfig, description="context assembly")
+    gates: dict[str, GateConfig] = Field(default_factory=dict, description="named gates")
+    backends: dict[str, BackendConfig] = Field(default_factory=dict, description="named backends")
+    policy: Policy = Field(default_factory=Policy, description="what an agent may do")
+
+    def backend_config(self, name: str) -> BackendConfig:
+        if name in self.backends:
+            return self.backends[name]
+        return BackendConfig(kind=name)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`. Raises ConfigError naming the key, what is allowed, file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no onloop.toml here; run `onloop init` first", path=path) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(f"not valid TOML: {exc}", path=path, line=line) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, text, path) from None
+
+
+def _toml_error_line(message: str) -> int | None:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def _config_error(exc: ValidationError, text: str, path: Path | None) -> ConfigError:
+    first = exc.errors()[0]
+    loc = tuple(str(part) for part in first["loc"])
+    key = ".".join(loc)
+    allowed = _allowed_for(first, loc)
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(message, key=key or None, allowed=allowed, path=path, line=find_key_line(text, loc))
+
+
+def _allowed_for(error: Any, loc: tuple[str, ...]) -> list[str] | str | None:
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        return sorted(model.model_fields) if model else None
+    if error["type"] == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return [part.strip(" '\"") for part in re.split(r",| or ", expected) if part.strip(" '\"")]
+    return None
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    index = 0
+    while index < len(loc):
+        field = model.model_fields.get(loc[index])
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            index += 1
+            continue
+        args = getattr(annotation, "__args__", ())
+        inner = args[-1] if args else None
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+            index += 2  # skip the dict key (the gate or backend name)
+            continue
+        return None
+    return model
+
+
+def find_key_line(text: str, loc: tuple[str, ...]) -> int | None:
+    """Best-effort line number of the dotted key `loc` in TOML `text` (tables, dotted keys, inline)."""
+    if not loc:
+        return None
+    lines = text.splitlines()
+    table: tuple[str, ...] = ()
+    fallback: int | None = None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?$", line)
+        if header:
+            table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+            if table == loc:
+                return number
+            if fallback is None and loc[: len(table)] == table:
+                fallback = number
+            continue
+        key_match = re.match(r"^([A-Za-z0-9_.\-\"' ]+?)\s*=", line)
+        if not key_match:
+            continue
+        key = tuple(part.strip().strip("\"'") for part in key_match.group(1).split("."))
+        full = table + key
+        if full == loc or (len(loc) > len(full) and loc[: len(full)] == full):
+            return number
+    return fallback

@@ -1,0 +1,71 @@
+"""Gate output parsers, looked up by name; `format = "auto"` tries each parser's `detect` in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from onloop.gates.checks import CheckResult, CheckStatus
+from onloop.gates.parsers.base import GateOutput, GateParser
+from onloop.plugins import Registry
+
+__all__ = ["GateOutput", "GateParser", "parse_gate_output", "registry"]
+
+ParserFactory = Callable[[], GateParser]
+
+# Order matters for auto-detection: the most specific formats first, the generic fallback last.
+_BUILTIN_ORDER = ("junit", "unittest", "exit")
+
+
+def register_builtin(register: Callable[[str, ParserFactory], None]) -> None:
+    from onloop.gates.parsers import exitcode, junit, unittest_text
+
+    register("junit", junit.JunitParser)
+    register("unittest", unittest_text.UnittestParser)
+    register("exit", exitcode.ExitCodeParser)
+
+
+registry: Registry[ParserFactory] = Registry("gate_parsers", register_builtin)
+
+
+def _auto_order() -> list[str]:
+    names = registry.names()
+    first = [n for n in _BUILTIN_ORDER if n in names and n != "exit"]
+    middle = [n for n in names if n not in _BUILTIN_ORDER]
+    return first + middle + ["exit"]
+
+
+def parse_gate_output(output: GateOutput, fmt: str = "auto") -> list[CheckResult]:
+    """Checks from a gate's output. Never empty: falls back to one check per command (the exit code)."""
+    if fmt != "auto":
+        checks = registry.get(fmt, key=f"gates.{output.gate}.format")().parse(output)
+    else:
+        checks = []
+        for name in _auto_order():
+            parser = registry.get(name)()
+            if parser.detect(output):
+                checks = parser.parse(output)
+                if checks:
+                    break
+    if not checks or (output.exit_code not in (0, None) and not any(c.status.failing for c in checks)):
+        # A gate that failed without a failing check still failed: record it as a command-level check
+        # so a crash after the report was written (or a non-test failure) is never read as green.
+        checks = [*checks, *registry.get("exit")().parse(output)]
+    return checks
+
+
+def command_check(output: GateOutput) -> CheckResult:
+    status = CheckStatus.PASSED if output.exit_code == 0 and not output.timed_out else CheckStatus.FAILED
+    return CheckResult(f"{output.gate}:command", status, _first_error_line(output))
+
+
+def _first_error_line(output: GateOutput) -> str:
+    if output.timed_out:
+        return "timed out"
+    if output.exit_code == 0:
+        return ""
+    for line in output.output.splitlines():
+        lowered = line.lower()
+        if any(word in lowered for word in ("error", "fail", "exception", "traceback")):
+            return line.strip()[:300]
+    lines = [line for line in output.output.splitlines() if line.strip()]
+    return (lines[-1].strip()[:300] if lines else f"exit code {output.exit_code}")

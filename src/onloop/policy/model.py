@@ -1,0 +1,115 @@
+"""The policy: what an agent may do, as validated data.
+
+It is read from the `[policy]` table of `onloop.toml` and enforced elsewhere: by the sandbox around
+every agent and gate process (`onloop.policy.sandbox`), by the built-in agent's structural tools, and by
+the diff audit after every iteration (`onloop.policy.audit`). A policy that contradicts itself is refused
+at load with the key named.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+DEFAULT_PROTECTED = (
+    ".github/**",
+    ".gitlab-ci.yml",
+    ".ci/**",
+    "**/migrations/**",
+    "onloop.toml",
+    "**/*.lock",
+    "**/package-lock.json",
+    "**/pnpm-lock.yaml",
+    "**/yarn.lock",
+    "**/poetry.lock",
+    "**/uv.lock",
+    "**/Cargo.lock",
+    "**/go.sum",
+    ".git/**",
+)
+
+DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TERM", "TZ")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `1024`, `"50MB"`, `"4GiB"`; raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 1024, '50MB' or '4GiB'")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use 1024, '50MB' or '4GiB')")
+    number, unit = float(match.group(1)), (match.group(2) or "").upper()
+    base = 1024 if "I" in unit else 1000
+    letter = unit[:1] if unit not in ("", "B") else ""
+    scale = base ** "KMGT".index(letter) * base if letter else 1
+    return int(number * scale)
+
+
+def _seconds(value: Any) -> float:
+    from onloop.config import parse_duration  # config imports this module; import late
+
+    return parse_duration(value)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Action(_Strict):
+    """A named command the agent may ask onloop to run, nothing else."""
+
+    argv: list[str] = Field(description="exact argv, e.g. ['pytest', '-q']")
+    timeout: Seconds = Field(600.0, description="wall-clock limit of one run of this action")
+    network: bool = Field(False, description="whether this action may use the network (policy.network permitting)")
+
+    @field_validator("argv")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value or not value[0].strip():
+            raise ValueError("an action needs a non-empty argv")
+        return value
+
+
+class ResourceLimits(_Strict):
+    """Limits applied to every agent and gate process (and their children)."""
+
+    wall: Seconds = Field(3600.0, description="wall-clock limit per process, e.g. '1h'")
+    cpu: Seconds = Field(3600.0, description="CPU time limit per process, e.g. '30m'")
+    memory: Size = Field(8 * 1024**3, description="address-space limit per process, e.g. '8GiB'")
+    processes: int = Field(4096, ge=16, description="process count limit for the sandbox user")
+    output: Size = Field(50 * 1000**2, description="largest output kept from one process, e.g. '50MB'")
+    files_written: Size = Field(1024**3, description="largest single file a process may write, e.g. '1GiB'")
+
+
+class Policy(_Strict):
+    sandbox: Literal["bwrap", "none"] = Field(
+        "bwrap", description="bwrap runs every agent and gate under bubblewrap; none is a loud, recorded opt-out"
+    )
+    network: Literal["none", "model-only", "full"] = Field(
+        "none", description="none, model-only (just the model endpoint), or full"
+    )
+    writable: list[str] = Field(
+        default_factory=list, description="extra writable paths inside the worktree (the worktree is writable)"
+    )
+    protected: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PROTECTED),
+        description="globs the agent must not change (the diff audit rolls back a change to them)",
+    )
+    env_allow: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ENV_ALLOW),
+        description="environment variables passed to agents and gates; secrets never pass unless named",
+    )
+    actions: dict[str, Action] = Field(default_factory=dict, description="named actions the agent may run")
+    limits: ResourceLimits = Field(default_factory=ResourceLimits, description="resource limits per process")
+    max_breaches: int = Field(3, ge=1, description="policy breaches in a run before it stops as blocked")

@@ -1,0 +1,120 @@
+"""The tables of the state database, as ordered named migrations.
+
+Runs, iterations (whose row is the receipt), events (the run log), incidents, steering messages and
+baselines. Money is stored as TEXT holding a Decimal, never as a float. Subsystems with tables of
+their own (memory, automations, ...) register their migrations in their own modules, imported here at
+the end so that the order is fixed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from onloop.store.db import migration
+
+
+@migration("0001_runs")
+def _runs(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            workspace TEXT NOT NULL,
+            worktree TEXT NOT NULL,
+            branch TEXT NOT NULL,
+            base_commit TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            status TEXT NOT NULL,             -- created | running | paused | stopped
+            stop_reason TEXT,
+            stop_detail TEXT,
+            exit_code INTEGER,
+            config_json TEXT NOT NULL,        -- the effective config, frozen at start
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            elapsed_seconds REAL NOT NULL DEFAULT 0,   -- active time, persisted across resumes
+            iterations_done INTEGER NOT NULL DEFAULT 0,
+            spend_usd TEXT NOT NULL DEFAULT '0',
+            tokens_in INTEGER NOT NULL DEFAULT 0,
+            tokens_out INTEGER NOT NULL DEFAULT 0,
+            no_progress_streak INTEGER NOT NULL DEFAULT 0,
+            stuck_streak INTEGER NOT NULL DEFAULT 0,
+            last_fingerprint TEXT,
+            agent_error_streak INTEGER NOT NULL DEFAULT 0,
+            breaches INTEGER NOT NULL DEFAULT 0,
+            last_checkpoint TEXT,             -- commit the worktree is at after the last iteration
+            pid INTEGER,
+            heartbeat_at TEXT
+        );
+        CREATE TABLE iterations (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            n INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            status TEXT NOT NULL,             -- running | completed | interrupted | rolled_back
+            plan_item TEXT,
+            backend TEXT,
+            model TEXT,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            wall_seconds REAL,
+            tokens_in INTEGER NOT NULL DEFAULT 0,
+            tokens_out INTEGER NOT NULL DEFAULT 0,
+            cost_usd TEXT,
+            cost_source TEXT,
+            agent_status TEXT,
+            claimed_done INTEGER NOT NULL DEFAULT 0,
+            files_changed INTEGER NOT NULL DEFAULT 0,
+            lines_added INTEGER NOT NULL DEFAULT 0,
+            lines_removed INTEGER NOT NULL DEFAULT 0,
+            commit_sha TEXT,
+            tag TEXT,
+            gates_json TEXT,                  -- per gate: verdict, new/fixed/pre-existing failures
+            delta_json TEXT,                  -- the verified delta
+            decision TEXT,                    -- continue | stop
+            reason TEXT,
+            transcript_path TEXT,
+            receipt_json TEXT,                -- the whole receipt, as shown
+            PRIMARY KEY (run_id, n)
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            iteration INTEGER,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data_json TEXT
+        );
+        CREATE INDEX events_run ON events(run_id, id);
+        CREATE TABLE incidents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            iteration INTEGER,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,               -- false_done | tamper | protected_path | secret | ...
+            severity TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            evidence_json TEXT
+        );
+        CREATE INDEX incidents_run ON incidents(run_id);
+        CREATE TABLE steering (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            command TEXT NOT NULL,            -- pause | resume | stop | say
+            message TEXT,
+            consumed_at TEXT,
+            consumed_iteration INTEGER
+        );
+        CREATE INDEX steering_run ON steering(run_id, consumed_at);
+        CREATE TABLE baselines (
+            run_id TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            result_json TEXT NOT NULL,
+            PRIMARY KEY (run_id, gate)
+        );
+        """
+    )
+
+
+# Subsystems append their own migrations by importing their schema modules here, in a fixed order.
