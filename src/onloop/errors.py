@@ -132,7 +132,7 @@ class PolicyBreach(GuardrailError):
     """An agent did what the policy forbids."""
 
 
-class StopRun(OnloopError):  # noqa: N818 - control flow, not an error condition
+class StopRun(OnloopError):
     """Control flow: the loop stops with a reason. Not a failure in itself."""
 
     def __init__(self, reason: StopReason, detail: str = "") -> None:

@@ -190,7 +190,7 @@ def _pump(
     pending = b""
     try:
         while True:
-            chunk = proc.stdout.read1(_CHUNK)
+            chunk = proc.stdout.read1(_CHUNK)  # type: ignore[attr-defined]  # a BufferedReader at runtime
             if not chunk:
                 break
             if cap is not None and stored + len(chunk) > cap:

@@ -85,10 +85,13 @@ class Database:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         else:
-            conn.execute("COMMIT")
+            # `executescript` (used by migrations) commits by itself; then there is nothing left to commit.
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         import onloop.store.schema  # noqa: F401 - registers the migrations

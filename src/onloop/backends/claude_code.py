@@ -1,0 +1,255 @@
+"""Claude Code (`claude -p --output-format stream-json --verbose`), prompt on stdin.
+
+Traps handled (see shared/research/agent-clis.md, all observed on a real binary):
+- success is `exit 0 and not is_error`: an unreachable API exits 1 with `subtype: success` and
+  `is_error: true`, so `subtype` alone lies;
+- `total_cost_usd` is computed by the CLI from its own price table, even for a local model behind a
+  custom base URL; with a custom `base_url` onloop records the tokens and marks the cost unknown;
+- a repository's own `.claude/settings.json` hooks run in `-p` mode unless `--setting-sources user` is
+  given: it always is, with a per-run `CLAUDE_CONFIG_DIR`;
+- usage limits come back as an error result ("...usage limit reached|<epoch>" or an API 429): that is a
+  rate limit with a reset time, not a failure.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from onloop.backends._cli import agent_env, json_line, pass_secret, replay_log, resolve_command, run_cli
+from onloop.backends.base import (
+    AgentEvent,
+    AgentRequest,
+    AgentResult,
+    AgentStatus,
+    BackendSpec,
+    Capabilities,
+)
+from onloop.errors import ConfigError
+from onloop.usage import Cost, CostSource, Usage
+
+CAPABILITIES = Capabilities(
+    structured_events=True, token_usage=True, cost=True, resume=True, permission_control=True
+)
+_USAGE_LIMIT = re.compile(r"usage limit reached\|(\d{9,})", re.IGNORECASE)
+_RATE_WORDS = re.compile(r"rate.?limit|usage limit|429|overloaded_error|too many requests", re.IGNORECASE)
+
+
+class ClaudeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: list[str] | None = Field(None, description="argv prefix instead of `claude` on PATH")
+    model: str | None = Field(None, description="--model")
+    max_turns: int = Field(50, ge=1, description="--max-turns")
+    base_url: str | None = Field(None, description="ANTHROPIC_BASE_URL (a local or proxy endpoint)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key to pass")
+    allowed_tools: list[str] = Field(
+        default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep", "Bash"], description="--allowedTools"
+    )
+    extra_args: list[str] = Field(default_factory=list, description="more arguments, appended as given")
+
+
+def parse_options(spec: BackendSpec, model: type[BaseModel]) -> Any:
+    """Validate a backend's options; errors name `backends.<name>.<key>`."""
+    options = {k: v for k, v in spec.options.items() if k != "kind"}
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        allowed = sorted(model.model_fields) if first["type"] == "extra_forbidden" else None
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(msg, key=f"backends.{spec.name}.{key}", allowed=allowed) from None
+
+
+class ClaudeCodeBackend:
+    capabilities = CAPABILITIES
+
+    def __init__(self, name: str, options: ClaudeOptions) -> None:
+        self.name = name
+        self.options = options
+
+    def argv(self, request: AgentRequest) -> list[str]:
+        o = self.options
+        argv = resolve_command(o.command, "claude")
+        argv += ["-p", "--output-format", "stream-json", "--verbose", "--max-turns", str(o.max_turns)]
+        argv += ["--setting-sources", "user", "--no-session-persistence"]
+        if o.model:
+            argv += ["--model", o.model]
+        if o.allowed_tools:
+            argv += ["--allowedTools", ",".join(o.allowed_tools)]
+        return argv + list(o.extra_args)
+
+    def env(self, request: AgentRequest) -> dict[str, str]:
+        config_dir = request.scratch_dir / "claude-config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        env = agent_env(
+            request,
+            {
+                "CLAUDE_CONFIG_DIR": str(config_dir),
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1",
+                "DISABLE_TELEMETRY": "1",
+            },
+        )
+        if self.options.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.options.base_url
+        pass_secret(env, self.options.api_key_env, target="ANTHROPIC_API_KEY")
+        return env
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        parser = ClaudeStreamParser(trust_cost=self.options.base_url is None)
+        return run_cli(request, self.argv(request), self.env(request), parser, stdin=request.prompt.encode())
+
+    def parse_log(self, log_path: Path) -> AgentResult:
+        return replay_log(ClaudeStreamParser(trust_cost=self.options.base_url is None), log_path)
+
+
+def create(spec: BackendSpec) -> ClaudeCodeBackend:
+    return ClaudeCodeBackend(spec.name, parse_options(spec, ClaudeOptions))
+
+
+class ClaudeStreamParser:
+    """Parses Claude Code's stream-json lines (system, assistant, user, result)."""
+
+    def __init__(self, *, trust_cost: bool = True) -> None:
+        self.trust_cost = trust_cost
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.events = 0
+        self.result: dict[str, Any] | None = None
+        self.last_text = ""
+        self.usage_seen: dict[str, Usage] = {}  # message id -> usage (streamed messages repeat it)
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        obj = json_line(line)
+        if obj is None:
+            return []
+        events = list(self._events(obj))
+        self.events += len(events)
+        return events
+
+    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        kind = obj.get("type")
+        if kind == "system":
+            self.session_id = obj.get("session_id") or self.session_id
+            self.model = obj.get("model") or self.model
+            return [AgentEvent("system", f"session {self.session_id} model {self.model}", obj)]
+        if kind == "assistant":
+            return self._assistant(obj.get("message") or {})
+        if kind == "user":
+            return [
+                AgentEvent("tool_result", _short(_tool_result_text(block)), block)
+                for block in _content(obj.get("message") or {})
+                if block.get("type") == "tool_result"
+            ]
+        if kind == "result":
+            self.result = obj
+            self.session_id = obj.get("session_id") or self.session_id
+            return [AgentEvent("result", _short(str(obj.get("result", ""))), _without(obj, "modelUsage"))]
+        return []
+
+    def _assistant(self, message: dict[str, Any]) -> list[AgentEvent]:
+        usage = message.get("usage")
+        if isinstance(usage, dict) and message.get("id"):
+            self.usage_seen[str(message["id"])] = _usage(usage)
+        events = []
+        for block in _content(message):
+            if block.get("type") == "text" and block.get("text"):
+                self.last_text = str(block["text"])
+                events.append(AgentEvent("message", _short(self.last_text), block))
+            elif block.get("type") == "tool_use":
+                summary = f"{block.get('name')} {_short(str(block.get('input', '')), 160)}"
+                events.append(AgentEvent("tool_call", summary, block))
+        return events
+
+    def finish(self, *, exit_code: int | None, timed_out: bool, log_path: Path | None) -> AgentResult:
+        result = self.result
+        usage = _usage(result["usage"]) if result and isinstance(result.get("usage"), dict) else None
+        if usage is None:  # cut off before the result: sum what the streamed messages reported
+            usage = sum(self.usage_seen.values(), Usage())
+        common: dict[str, Any] = {
+            "events": self.events,
+            "usage": usage,
+            "session_id": self.session_id,
+            "exit_code": exit_code,
+            "raw_log_path": log_path,
+            "model": self.model,
+        }
+        if timed_out:
+            return AgentResult(AgentStatus.TIMEOUT, self.last_text, error="agent timed out", **common)
+        if result is None:
+            return AgentResult(AgentStatus.CRASHED, self.last_text, error="no result event", **common)
+        return self._from_result(result, exit_code, common)
+
+    def _from_result(self, result: dict[str, Any], exit_code: int | None, common: dict[str, Any]) -> AgentResult:
+        text = str(result.get("result") or self.last_text)
+        denials = tuple(str(d.get("tool_name", "?")) for d in result.get("permission_denials") or [])
+        cost = self._cost(result)
+        is_error = bool(result.get("is_error")) or (exit_code not in (0, None))
+        if not is_error:
+            return AgentResult(AgentStatus.OK, text, cost=cost, permission_denials=denials, **common)
+        reset = _reset_time(text)
+        if result.get("api_error_status") == 429 or reset is not None or _RATE_WORDS.search(text):
+            return AgentResult(
+                AgentStatus.RATE_LIMITED, text, cost=cost, error=text[:300], rate_limit_reset=reset, **common
+            )
+        status = AgentStatus.MAX_TURNS if result.get("subtype") == "error_max_turns" else AgentStatus.FAILED
+        if denials and status is AgentStatus.FAILED:
+            status = AgentStatus.DENIED
+        return AgentResult(status, text, cost=cost, error=text[:300], permission_denials=denials, **common)
+
+    def _cost(self, result: dict[str, Any]) -> Cost:
+        raw = result.get("total_cost_usd")
+        if raw is None or not self.trust_cost:
+            return Cost.unknown()
+        try:
+            return Cost(Decimal(str(raw)), CostSource.REPORTED)
+        except InvalidOperation:
+            return Cost.unknown()
+
+
+def _reset_time(text: str) -> datetime | None:
+    match = _USAGE_LIMIT.search(text)
+    if match:
+        return datetime.fromtimestamp(int(match.group(1)), UTC)
+    match = re.search(r"(?:retry|try again) (?:after|in) (\d+) ?s", text, re.IGNORECASE)
+    if match:
+        return datetime.now(UTC) + timedelta(seconds=int(match.group(1)))
+    return None
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    cached = int(raw.get("cache_read_input_tokens") or 0)
+    created = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0) + cached + created,
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cached_input_tokens=cached,
+    )
+
+
+def _content(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def _tool_result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in keys}

@@ -1,0 +1,55 @@
+"""The scripted backend: onloop's scripted agent executable, read through the Claude Code adapter.
+
+It is Claude Code's adapter with a different argv: the scripted agent speaks the same stream-json, so
+the loop under test exercises the real parser, the real subprocess handling and the real sandbox. The
+scenario file is copied into the iteration's scratch directory first, because the sandbox hides the
+rest of the host's temporary directories from the agent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from onloop.backends._cli import agent_env, replay_log, run_cli
+from onloop.backends.base import AgentRequest, AgentResult, BackendSpec
+from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions, ClaudeStreamParser, parse_options
+from onloop.errors import ConfigError
+
+
+class ScriptedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str = Field(description="path of the scenario file (TOML or JSON), relative to the workspace")
+    done_marker: str = Field("<onloop:done/>", description="the marker a completion claim carries")
+
+
+class ScriptedBackend(ClaudeCodeBackend):
+    def __init__(self, name: str, options: ScriptedOptions, scenario: Path) -> None:
+        super().__init__(name, ClaudeOptions(command=[sys.executable]))
+        self.scripted = options
+        self.scenario = scenario
+
+    def argv(self, request: AgentRequest) -> list[str]:
+        local = request.scratch_dir / ("scenario" + self.scenario.suffix)
+        shutil.copyfile(self.scenario, local)
+        return [sys.executable, "-m", "onloop.testing.scripted_agent", "--scenario", str(local),
+                "--done-marker", self.scripted.done_marker]
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        env = agent_env(request)
+        return run_cli(request, self.argv(request), env, ClaudeStreamParser(), stdin=request.prompt.encode())
+
+    def parse_log(self, log_path: Path) -> AgentResult:
+        return replay_log(ClaudeStreamParser(), log_path)
+
+
+def create(spec: BackendSpec) -> ScriptedBackend:
+    options = parse_options(spec, ScriptedOptions)
+    scenario = (spec.workspace / options.scenario).resolve()
+    if not scenario.is_file():
+        raise ConfigError(f"scenario file not found: {scenario}", key=f"backends.{spec.name}.scenario")
+    return ScriptedBackend(spec.name, options, scenario)

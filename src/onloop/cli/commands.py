@@ -1,0 +1,203 @@
+"""The bodies of the CLI commands, kept apart from typer's declarations so they stay small and testable."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from onloop.clock import SystemClock
+from onloop.errors import UsageError
+from onloop.loop.engine import RunOutcome
+from onloop.loop.events import JsonReporter, QuietReporter, Reporter
+from onloop.store import runs as store
+from onloop.store.db import Database
+
+# Tables stay readable when the output is piped (rich would assume 80 columns).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+
+
+def do_run(path: Path, *, mode: str | None, max_iterations: int | None, max_time: str | None,
+           budget: str | None, backend: str | None, resume: str | None, quiet: bool, json_output: bool) -> int:
+    from onloop.cli.progress import TerminalReporter
+    from onloop.loop.api import resume_run, start_run
+
+    reporter: Reporter = JsonReporter() if json_output else QuietReporter() if quiet else TerminalReporter()
+    overrides: dict[str, Any] = {"mode": mode, "max_iterations": max_iterations, "max_time": max_time,
+                                 "budget_usd": budget, "backend": backend}
+    overrides = _validated(overrides)
+    if resume:
+        outcome = resume_run(resume, reporter=reporter, **overrides)
+    else:
+        outcome = start_run(path.resolve(), reporter=reporter, **overrides)
+    if not json_output:
+        print_outcome(outcome, Database.open_default())
+    return outcome.exit_code
+
+
+def _validated(overrides: dict[str, Any]) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from onloop.config import RunConfig
+    from onloop.errors import ConfigError
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        RunConfig.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_usd", "").replace("_", "-")
+        raise ConfigError(first["msg"].removeprefix("Value error, "), key=flag) from None
+    return given
+
+
+def print_outcome(outcome: RunOutcome, db: Database) -> None:
+    receipts_table(db, outcome.run_id)
+    style = "bold green" if outcome.exit_code == 0 else "bold yellow"
+    console.print(f"run {outcome.run_id} stopped: {outcome.reason.value} (exit {outcome.exit_code}): "
+                  f"{outcome.detail}", style=style, markup=False)
+
+
+def receipts_table(db: Database, run_id: str) -> None:
+    row = store.get_run(db, run_id)
+    table = Table(title=f"run {row.id}  {row.branch}  base {row.base_commit[:10]}", title_justify="left")
+    for column in ("#", "plan item", "agent", "tokens", "cost", "+/-", "gates", "incidents", "decision"):
+        table.add_column(column, no_wrap=column != "decision", overflow="ellipsis", max_width=28)
+    for it in store.get_iterations(db, run_id):
+        receipt = json.loads(it["receipt_json"]) if it["receipt_json"] else {}
+        table.add_row(
+            str(it["n"]), (it["plan_item"] or "-")[:28], it["agent_status"] or it["status"],
+            f"{it['tokens_in'] + it['tokens_out']}", f"${float(it['cost_usd'] or 0):.3f}",
+            f"+{it['lines_added']}/-{it['lines_removed']}", _gates_cell(receipt),
+            ", ".join(receipt.get("incidents", [])) or "-", _decision_cell(it),
+        )
+    console.print(table)
+    console.print(f"spend ${row.spend_usd:.4f}  tokens {row.tokens_in}/{row.tokens_out}  "
+                  f"iterations {row.iterations_done}", markup=False)
+
+
+def _gates_cell(receipt: dict[str, Any]) -> str:
+    gates = receipt.get("gates") or {}
+    if not gates:
+        return "-" if receipt.get("status") != "rolled_back" else "rolled back"
+    return " ".join(f"{name}:{'ok' if not g['new_failures'] else 'FAIL'}" for name, g in gates.items())
+
+
+def _decision_cell(it: dict[str, Any]) -> str:
+    if it["decision"] == "stop" and it["reason"]:
+        return "stop: " + str(it["reason"]).split(":", 1)[0]
+    return str(it["decision"] or it["status"])
+
+
+def do_status() -> None:
+    db = Database.open_default()
+    rows = store.list_runs(db, 10)
+    active = [r for r in rows if r.status in ("running", "paused", "created")]
+    if not rows:
+        console.print("no runs yet: `onloop init` then `onloop run`")
+        return
+    for row in active:
+        console.print(f"{row.status:8} {row.id}  iteration {row.iterations_done}  ${row.spend_usd:.4f}  "
+                      f"{row.workspace}", markup=False)
+    if not active:
+        console.print("no run is going on now")
+    do_runs(5)
+
+
+def do_runs(limit: int) -> None:
+    db = Database.open_default()
+    table = Table(title="runs")
+    for column in ("run", "status", "reason", "exit", "iterations", "spend", "mode", "workspace", "started"):
+        table.add_column(column, overflow="fold")
+    for row in store.list_runs(db, limit):
+        table.add_row(row.id, row.status, row.stop_reason or "-", "-" if row.exit_code is None else str(row.exit_code),
+                      str(row.iterations_done), f"${row.spend_usd:.4f}", row.mode, row.workspace, row.created_at)
+    console.print(table)
+
+
+def do_show(run_id: str, iteration: int | None, json_output: bool) -> None:
+    db = Database.open_default()
+    row = store.get_run(db, run_id)
+    if iteration is None:
+        if json_output:
+            payload = {"run": _row_dict(row),
+                       "iterations": [_receipt(it) for it in store.get_iterations(db, row.id)],
+                       "incidents": store.incidents(db, row.id)}
+            print(json.dumps(payload, indent=1, default=str))
+            return
+        receipts_table(db, row.id)
+        console.print(f"status {row.status}  reason {row.stop_reason or '-'}  {row.stop_detail or ''}", markup=False)
+        console.print(f"worktree {row.worktree}\nlogs     {Path(row.worktree).parent / 'logs'}", markup=False)
+        return
+    _show_iteration(db, row.id, iteration, json_output)
+
+
+def _row_dict(row: store.RunRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}
+
+
+def _receipt(it: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(it["receipt_json"]) if it["receipt_json"] else {"iteration": it["n"], "status": it["status"]}
+
+
+def _show_iteration(db: Database, run_id: str, n: int, json_output: bool) -> None:
+    it = store.get_iteration(db, run_id, n)
+    receipt = _receipt(it)
+    incidents = store.incidents(db, run_id, n)
+    if json_output:
+        print(json.dumps({"receipt": receipt, "incidents": incidents}, indent=1, default=str))
+        return
+    console.print(f"iteration {n} of run {run_id}: {it['status']}", style="bold", markup=False)
+    for key in ("plan_item", "backend", "model", "agent_status", "attempts", "tokens_in", "tokens_out",
+                "cost_usd", "cost_source", "wall_seconds", "claimed_done", "commit", "tag", "decision", "reason"):
+        if key in receipt:
+            console.print(f"  {key:13} {receipt[key]}", markup=False)
+    delta = receipt.get("delta") or {}
+    if delta:
+        console.print(f"  diff stat     {delta.get('files_changed')} file(s), +{delta.get('lines_added')} "
+                      f"-{delta.get('lines_removed')}", markup=False)
+    for name, gate in (receipt.get("gates") or {}).items():
+        console.print(f"  gate {name}: {gate['status']}  new {gate['new_failures'][:10]}  fixed "
+                      f"{gate['fixed'][:10]}  pre-existing {len(gate['preexisting'])}", markup=False)
+    for incident in incidents:
+        console.print(f"  incident {incident['kind']}: {incident['summary']}", style="red", markup=False)
+    console.print(f"  transcript    {it['transcript_path']}", markup=False)
+
+
+def do_log(run_id: str, follow: bool, json_output: bool) -> None:
+    db = Database.open_default()
+    row = store.get_run(db, run_id)
+    last = 0
+    while True:
+        for event in store.events_after(db, row.id, last):
+            last = event["id"]
+            if json_output:
+                print(json.dumps(event, default=str))
+            else:
+                where = f"[{event['iteration']}] " if event["iteration"] else ""
+                print(f"{event['ts']} {where}{event['kind']}: {event['message']}")
+        sys.stdout.flush()
+        if not follow or store.get_run(db, row.id).status == "stopped":
+            if follow:  # print what arrived between the last poll and the stop
+                for event in store.events_after(db, row.id, last):
+                    print(f"{event['ts']} {event['kind']}: {event['message']}")
+            return
+        time.sleep(0.5)
+
+
+def do_steer(run_id: str, command: str, message: str | None) -> None:
+    from onloop.loop.steering import COMMANDS, steer
+
+    if command not in COMMANDS:
+        raise UsageError(f"unknown steering command {command!r} (allowed: {', '.join(COMMANDS)})")
+    if command == "say" and not message:
+        raise UsageError('`say` needs a message: onloop steer RUN say "..."')
+    db = Database.open_default()
+    steer(db, run_id, command, message, SystemClock())
+    row = store.get_run(db, run_id)
+    console.print(f"{command} queued for run {row.id} ({row.status})", markup=False)

@@ -1,0 +1,87 @@
+"""Baseline comparison, per check: what a gate result means against the untouched base commit.
+
+- a check failing in the baseline and still failing is *pre-existing*: it neither blocks nor counts;
+- a check failing now that did not fail in the baseline is *new*: it blocks "done";
+- a check failing in the previous state (the baseline, or the last iteration) that passes now is
+  *fixed*: it counts as progress.
+The failure fingerprint (for the `stuck` rule) is a hash of the new failures' ids and normalised
+messages: the same wall hit again gives the same fingerprint even if line numbers or addresses move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from onloop.gates.runner import GateRun
+
+_VOLATILE = re.compile(r"0x[0-9a-fA-F]+|\d+(\.\d+)?|'[^']*'|\"[^\"]*\"")
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    gate: str
+    required: bool
+    new_failures: tuple[str, ...]
+    preexisting: tuple[str, ...]
+    fixed: tuple[str, ...]
+    checks_total: int
+    exit_code: int | None
+    timed_out: bool
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        """Passes against the baseline: nothing fails that did not already fail before the run."""
+        return not self.new_failures
+
+    @property
+    def status(self) -> str:
+        if self.new_failures:
+            return "fail"
+        return "pass (pre-existing failures)" if self.preexisting else "pass"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "gate": self.gate, "required": self.required, "status": self.status,
+            "new_failures": list(self.new_failures), "preexisting": list(self.preexisting),
+            "fixed": list(self.fixed), "checks_total": self.checks_total, "exit_code": self.exit_code,
+            "timed_out": self.timed_out, "duration": round(self.duration, 3),
+        }
+
+
+def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozenset[str]) -> GateVerdict:
+    base_failing = baseline.failing if baseline else frozenset()
+    now_failing = current.failing
+    passing_now = {c.check_id for c in current.checks if not c.status.failing and c.status.value == "passed"}
+    fixed = sorted(cid for cid in previous_failing if cid in passing_now or _vanished_ok(cid, current))
+    return GateVerdict(
+        gate=current.gate,
+        required=current.required,
+        new_failures=tuple(sorted(now_failing - base_failing)),
+        preexisting=tuple(sorted(now_failing & base_failing)),
+        fixed=tuple(fixed),
+        checks_total=len(current.checks),
+        exit_code=current.exit_code,
+        timed_out=current.timed_out,
+        duration=current.duration,
+    )
+
+
+def _vanished_ok(check_id: str, current: GateRun) -> bool:
+    # A command-level failure (`tests:command`) that no longer appears because the command now passes.
+    return check_id.endswith((":command", ":timeout")) and current.exit_code == 0 and not current.timed_out
+
+
+def fingerprint(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str | None:
+    parts: list[str] = []
+    for name in sorted(verdicts):
+        for check_id in verdicts[name].new_failures:
+            check = runs[name].check(check_id)
+            message = _VOLATILE.sub("#", check.message if check else "")
+            parts.append(f"{name}|{check_id}|{message}")
+    if not parts:
+        return None
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

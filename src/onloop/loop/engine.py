@@ -1,0 +1,191 @@
+"""The run: baseline, then iterations until a stop rule fires. The state machine, not the details.
+
+    created ──baseline──► running ──iteration*──► stopped(reason, exit code)
+                             ▲  │
+                             │  └─ pause (steering) ─► paused ─ resume ─┘
+    stopped(interrupted) or a crashed process ──`--resume`──► running (same branch, counters, plan)
+
+One iteration's steps live in `onloop.loop.iteration`; the stop rules in `onloop.loop.rules`; this
+module wires them, persists counters, and turns every way of stopping (a rule, an operator's stop,
+Ctrl-C, SIGTERM, a guardrail refusal) into a recorded stop reason with its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import onloop
+from onloop.backends import AgentBackend, BackendSpec, create_backend
+from onloop.clock import Clock, utc_iso
+from onloop.config import Config, RunConfig
+from onloop.errors import GuardrailError, StopRun
+from onloop.gates.runner import GateRun
+from onloop.loop import rules
+from onloop.loop.baseline import load_baseline, take_baseline
+from onloop.loop.events import EventLog, Reporter
+from onloop.loop.iteration import IterationContext, run_iteration
+from onloop.loop.setup import RunPaths, run_paths
+from onloop.loop.state import RunState
+from onloop.loop.stop import StopReason
+from onloop.loop.steering import apply_steering
+from onloop.process import Sandbox
+from onloop.store import runs as store
+from onloop.store.db import Database
+from onloop.store.runs import RunRow
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: str
+    reason: StopReason
+    detail: str
+    iterations: int
+
+    @property
+    def exit_code(self) -> int:
+        return self.reason.exit_code
+
+
+class Interrupted(BaseException):
+    """Raised from a SIGTERM handler so the run stops as `interrupted`, like Ctrl-C."""
+
+
+class Engine:
+    def __init__(self, db: Database, row: RunRow, config: Config, clock: Clock, reporter: Reporter,
+                 sandbox_factory: SandboxFactory) -> None:
+        self.db = db
+        self.row = row
+        self.config = config
+        self.caps: RunConfig = config.run
+        self.clock = clock
+        self.paths: RunPaths = run_paths(row.id)
+        self.events = EventLog(db, row.id, clock, reporter)
+        self.state = RunState.from_row(row)
+        self.sandbox_factory = sandbox_factory
+        self.backend = self._backend(config.run.backend)
+        self.fallback = self._backend(config.run.fallback_backend) if config.run.fallback_backend else None
+
+    def _backend(self, name: str) -> AgentBackend:
+        cfg = self.config.backend_config(name)
+        options = cfg.model_dump()
+        return create_backend(BackendSpec(name, cfg.kind, options, Path(self.row.workspace)))
+
+    def execute(self) -> RunOutcome:
+        started = self.clock.monotonic()
+        elapsed_at_start = self.state.elapsed_seconds
+        try:
+            with _sigterm_interrupts():
+                store.update_run(self.db, self.row.id, {"status": "running", "pid": os.getpid()})
+                sandbox = self.sandbox_factory(self.config, self.row, self.paths)
+                self._announce(sandbox)
+                baseline = self._baseline(sandbox)
+                reason, detail = self._iterate(sandbox, baseline, started, elapsed_at_start)
+        except StopRun as stop:
+            reason, detail = stop.reason, stop.detail
+        except GuardrailError as exc:
+            reason, detail = StopReason.BLOCKED, str(exc)
+        except (KeyboardInterrupt, Interrupted):
+            reason, detail = StopReason.INTERRUPTED, "stopped by a signal; resume with `onloop run --resume`"
+            self._mark_interrupted()
+        self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
+        return self._stop(reason, detail)
+
+    def _announce(self, sandbox: Sandbox) -> None:
+        self.events.emit("run_started", f"run {self.row.id} on {self.row.branch}", worktree=self.row.worktree,
+                         backend=self.config.run.backend, mode=self.config.run.mode, sandbox=sandbox.name)
+        if sandbox.name == "none":
+            self.events.emit("warning", "SANDBOX DISABLED (policy.sandbox = \"none\"): agents and gates run on "
+                             "the host with your permissions", sandbox="none")
+
+    def _baseline(self, sandbox: Sandbox) -> dict[str, GateRun]:
+        existing = load_baseline(self.db, self.row.id)
+        if existing is not None:
+            return existing
+        return take_baseline(self.db, self.row, self.config, self.paths, sandbox, self.events)
+
+    def _iterate(self, sandbox: Sandbox, baseline: dict[str, GateRun], started: float,
+                 elapsed_at_start: float) -> tuple[StopReason, str]:
+        previous_failing = {name: run.failing for name, run in baseline.items()}
+        while True:
+            self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
+            decision = rules.before_iteration(self.state, self.caps)
+            if decision:
+                return decision
+            messages = apply_steering(self.db, self.row.id, self.clock, self.events, self.state.iterations_done + 1)
+            ctx = IterationContext(
+                db=self.db, row=self.row, config=self.config, paths=self.paths, clock=self.clock,
+                events=self.events, state=self.state, sandbox=sandbox, backend=self.backend,
+                fallback=self.fallback, baseline=baseline, previous_failing=previous_failing,
+                operator_messages=messages, run_started=started, elapsed_at_start=elapsed_at_start,
+            )
+            decision, previous_failing = run_iteration(ctx)
+            if decision:
+                return decision
+
+    def _mark_interrupted(self) -> None:
+        from onloop.loop.recovery import recover_interrupted
+
+        recover_interrupted(self.db, self.row, self.backend, self.state, self.events, self.clock,
+                            rollback_worktree=False)
+
+    def _stop(self, reason: StopReason, detail: str) -> RunOutcome:
+        store.update_run(self.db, self.row.id, {
+            **self.state.counters(), "status": "stopped", "stop_reason": reason.value, "stop_detail": detail,
+            "exit_code": reason.exit_code, "pid": None, "heartbeat_at": utc_iso(self.clock.now()),
+        })
+        self.events.iteration = None
+        self.events.emit("run_stopped", f"{reason.value}: {detail}", reason=reason.value,
+                         exit_code=reason.exit_code, iterations=self.state.iterations_done,
+                         spend_usd=str(self.state.spend_usd))
+        return RunOutcome(self.row.id, reason, detail, self.state.iterations_done)
+
+
+class SandboxFactory:
+    """Builds the sandbox a run's policy asks for (a class so tests can substitute the policy)."""
+
+    def __call__(self, config: Config, row: RunRow, paths: RunPaths) -> Sandbox:
+        from onloop.policy.sandbox import common_git_dir, sandbox_for
+
+        worktree = Path(row.worktree)
+        # onloop's own interpreter and package stay readable inside: gates and the scripted agent run
+        # on them, and a virtualenv or a checkout may live under a directory the sandbox hides.
+        readable = [*config.policy.readable, sys.prefix, str(Path(onloop.__file__).resolve().parent.parent)]
+        policy = config.policy.model_copy(update={"readable": readable})
+        return sandbox_for(policy, worktree, common_git_dir(worktree), (paths.scratch, paths.logs))
+
+
+def apply_overrides(config: Config, **overrides: object) -> Config:
+    """CLI flags (`--max-iterations`, `--budget`, ...) over onloop.toml, validated like the file."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if not values:
+        return config
+    run = RunConfig.model_validate({**config.run.model_dump(), **values})
+    return replace_config(config, run=run)
+
+
+def replace_config(config: Config, **sections: object) -> Config:
+    return config.model_copy(update=sections)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (the dashboard's worker): the caller handles stopping
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

@@ -1,0 +1,248 @@
+"""One iteration, in order: context, agent, audit, gates, checkpoint, receipt, decision.
+
+Each step is a small function; `run_iteration` reads like the contract in specs/loop.md:
+1. assemble the fresh context (operator messages first, the last feedback, the plan, ...);
+2. run the backend inside the sandbox, within budget (rate limits are waits, see `agent_call`);
+3. a failed agent run is rolled back on the run branch (its work kept under a ref) and counted;
+4. audit the diff: a breach is rolled back, recorded as an incident and fed back to the next iteration;
+5. run the gates, compare with the baseline per check, compute the verified delta;
+6. commit a checkpoint (tagged when every gate passes) and write the receipt with the run's counters
+   in one transaction;
+7. decide: done (verified, never merely claimed), continue, or stop with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onloop.backends import AgentBackend
+from onloop.clock import Clock, utc_iso
+from onloop.config import Config
+from onloop.gates.baseline import GateVerdict, compare, fingerprint
+from onloop.gates.runner import GateRun
+from onloop.loop import rules
+from onloop.loop.agent_call import AgentCall, call_agent
+from onloop.loop.baseline import gate_env, run_all_gates
+from onloop.loop.events import EventLog
+from onloop.loop.feedback import build_context, failure_summary
+from onloop.loop.guard import Breach, audit_iteration
+from onloop.loop.plan import Plan, newly_closed, read_plan
+from onloop.loop.setup import RunPaths
+from onloop.loop.state import RunState
+from onloop.loop.verify import Delta, compute_delta, done_blockers
+from onloop.process import Sandbox
+from onloop.store import runs as store
+from onloop.store.db import Database
+from onloop.store.runs import RunRow
+from onloop.workspace import checkpoint, rollback, tag
+
+Failing = dict[str, frozenset[str]]
+
+
+@dataclass
+class IterationContext:
+    db: Database
+    row: RunRow
+    config: Config
+    paths: RunPaths
+    clock: Clock
+    events: EventLog
+    state: RunState
+    sandbox: Sandbox
+    backend: AgentBackend
+    fallback: AgentBackend | None
+    baseline: dict[str, GateRun]
+    previous_failing: Failing
+    operator_messages: list[str] = field(default_factory=list)
+    run_started: float = 0.0
+    elapsed_at_start: float = 0.0
+
+    @property
+    def worktree(self) -> Path:
+        return Path(self.row.worktree)
+
+    def elapsed(self) -> float:
+        return self.elapsed_at_start + (self.clock.monotonic() - self.run_started)
+
+
+@dataclass
+class Receipt:
+    """What one iteration did, cost and decided. Stored whole as JSON, and in columns for queries."""
+
+    n: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, **values: Any) -> None:
+        self.data.update(values)
+
+
+def run_iteration(ctx: IterationContext) -> tuple[rules.Decision, Failing]:
+    n = ctx.state.iterations_done + 1
+    ctx.events.iteration = n
+    plan_before = read_plan(ctx.worktree / ctx.config.context.plan)
+    receipt = Receipt(n, {"iteration": n, "plan_item": plan_before.current, "mode": ctx.config.run.mode,
+                          "operator_messages": ctx.operator_messages, "sandbox": ctx.sandbox.name})
+    started, t0 = ctx.clock.now(), ctx.clock.monotonic()
+    store.begin_iteration(ctx.db, ctx.row.id, n, 1, {"plan_item": plan_before.current, "backend": ctx.backend.name,
+                                                     "started_at": utc_iso(started)})
+    ctx.state.iterations_done = n
+    ctx.events.emit("iteration_started", f"iteration {n}: {plan_before.current or '(no open plan item)'}",
+                    plan_item=plan_before.current)
+    call = _agent(ctx, n, plan_before, receipt)
+    outcome, failing = _after_agent(ctx, n, call, plan_before, receipt)
+    rules.update_streaks(ctx.state, outcome)
+    ctx.state.elapsed_seconds = ctx.elapsed()
+    decision = rules.after_iteration(ctx.state, ctx.config.run, outcome)
+    receipt.set(decision="stop" if decision else "continue",
+                reason=f"{decision[0].value}: {decision[1]}" if decision else _continue_reason(outcome),
+                wall_seconds=round(ctx.clock.monotonic() - t0, 3), started_at=utc_iso(started))
+    _write_receipt(ctx, receipt, call)
+    return decision, failing
+
+
+def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> AgentCall:
+    last = store.last_receipt(ctx.db, ctx.row.id)
+    feedback = str(last.get("feedback", "")) if last else ""
+    context = build_context(ctx.config, ctx.worktree, plan, feedback, ctx.operator_messages,
+                            memory=_memory(ctx))
+    receipt.set(context_tokens=context.tokens, context_cuts=list(context.cuts))
+    env = gate_env(ctx.config)
+    call = call_agent(ctx, n, context.text, env)
+    result = call.result
+    claimed = ctx.config.run.done_marker in result.final_message
+    receipt.set(backend=call.backend_name, model=result.model, agent_status=result.status.value,
+                agent_error=result.error, attempts=call.attempts, rate_limits=call.rate_limits,
+                tokens_in=call.usage.input_tokens, tokens_out=call.usage.output_tokens,
+                cost_usd=str(call.cost), cost_source=result.cost.source.value, claimed_done=claimed,
+                transcript=call.transcript, final_message=result.final_message[-2000:],
+                permission_denials=list(result.permission_denials))
+    ctx.events.emit("agent_finished", f"agent {result.status.value} ({call.usage.total_tokens} tokens, "
+                    f"${call.cost:.4f})", status=result.status.value, claimed_done=claimed)
+    return call
+
+
+def _memory(ctx: IterationContext) -> str:
+    return ""
+
+
+def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
+                 receipt: Receipt) -> tuple[rules.IterationOutcome, Failing]:
+    if call.result.failed:
+        return _agent_failed(ctx, n, call, receipt), ctx.previous_failing
+    breaches = audit_iteration(ctx, call.result.final_message)
+    if breaches:
+        return _breach(ctx, n, breaches, receipt), ctx.previous_failing
+    return _verify(ctx, n, call, plan_before, receipt)
+
+
+def _agent_failed(ctx: IterationContext, n: int, call: AgentCall, receipt: Receipt) -> rules.IterationOutcome:
+    result = call.result
+    kept = _rollback(ctx, n, f"agent {result.status.value}")
+    feedback = f"The previous iteration failed ({result.status.value}: {result.error or 'no detail'}); its " \
+               "changes were rolled back."
+    receipt.set(status="rolled_back", rejected_ref=kept, feedback=feedback, gates={})
+    ctx.events.emit("rolled_back", f"agent {result.status.value}: iteration rolled back", rejected_ref=kept)
+    return rules.IterationOutcome(verified_done=False, progress=False, fingerprint=None, agent_failed=True)
+
+
+def _breach(ctx: IterationContext, n: int, breaches: list[Breach], receipt: Receipt) -> rules.IterationOutcome:
+    kept = _rollback(ctx, n, "policy breach")
+    ctx.state.breaches += 1
+    for breach in breaches:
+        ctx.events.incident(breach.kind, breach.summary, severity=breach.severity, **breach.evidence)
+    reasons = "; ".join(b.summary for b in breaches[:5])
+    receipt.set(status="rolled_back", rejected_ref=kept, incidents=[b.kind for b in breaches], gates={},
+                feedback=f"The previous iteration was rolled back by the guardrails: {reasons}. Do not do that.")
+    blocked = ctx.state.breaches >= ctx.config.policy.max_breaches
+    return rules.IterationOutcome(verified_done=False, progress=False, fingerprint=None, agent_failed=False,
+                                  blocked=blocked)
+
+
+def _rollback(ctx: IterationContext, n: int, why: str) -> str | None:
+    base = ctx.state.last_checkpoint or ctx.row.base_commit
+    return rollback(ctx.worktree, ctx.row.id, n, base, f"onloop: iteration {n} rolled back ({why})")
+
+
+def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
+            receipt: Receipt) -> tuple[rules.IterationOutcome, Failing]:
+    runs = run_all_gates(ctx.config, ctx.worktree, ctx.paths, ctx.paths.iteration_scratch(n), ctx.sandbox, f"i{n:03d}")
+    verdicts = {name: compare(run, ctx.baseline.get(name), ctx.previous_failing.get(name, frozenset()))
+                for name, run in runs.items()}
+    plan_after = read_plan(ctx.worktree / ctx.config.context.plan)
+    previous = ctx.state.last_checkpoint or ctx.row.base_commit
+    sha = checkpoint(ctx.worktree, _commit_message(n, plan_before, verdicts))
+    green = all(v.ok for v in verdicts.values())
+    tag_name = f"onloop/{ctx.row.id}/green/{n}" if green and verdicts else None
+    if tag_name:
+        tag(ctx.worktree, tag_name, sha)
+    ctx.state.last_checkpoint = sha
+    delta = compute_delta(ctx.worktree, ctx.row.base_commit, previous, sha, ctx.config, verdicts,
+                          newly_closed(plan_before, plan_after))
+    claimed = bool(receipt.data.get("claimed_done"))
+    blockers = done_blockers(ctx.config, verdicts, plan_after, delta)
+    if claimed and blockers:
+        ctx.events.incident("false_done", "completion claimed but not verified: " + "; ".join(blockers),
+                            severity="medium", blockers=blockers)
+    feedback = failure_summary(runs, verdicts)
+    if claimed and blockers:
+        feedback = ("Your completion claim was refused: " + "; ".join(blockers) + ".\n\n" + feedback).strip()
+    fp = fingerprint(runs, verdicts)
+    receipt.set(status="completed", commit=sha, tag=tag_name, gates={k: v.to_dict() for k, v in verdicts.items()},
+                delta=delta.to_dict(), done_blockers=blockers, feedback=feedback, fingerprint=fp,
+                incidents=["false_done"] if claimed and blockers else [])
+    _emit_gates(ctx, verdicts)
+    outcome = rules.IterationOutcome(verified_done=not blockers and _done_allowed(ctx, claimed),
+                                     progress=delta.progress, fingerprint=fp, agent_failed=False)
+    return outcome, {name: run.failing for name, run in runs.items()}
+
+
+def _done_allowed(ctx: IterationContext, claimed: bool) -> bool:
+    # In plan mode the plan is full of open items by design: done needs the agent's claim.
+    return claimed or ctx.config.run.mode == "build"
+
+
+def _emit_gates(ctx: IterationContext, verdicts: Mapping[str, GateVerdict]) -> None:
+    for name, v in sorted(verdicts.items()):
+        ctx.events.emit("gate", f"{name}: {v.status} ({len(v.new_failures)} new, {len(v.fixed)} fixed, "
+                        f"{len(v.preexisting)} pre-existing)", gate=name, status=v.status,
+                        new_failures=list(v.new_failures)[:20])
+
+
+def _commit_message(n: int, plan: Plan, verdicts: Mapping[str, GateVerdict]) -> str:
+    gates = ", ".join(f"{k} {v.status}" for k, v in sorted(verdicts.items())) or "no gates"
+    return f"onloop: iteration {n}: {plan.current or 'work'}\n\nGates: {gates}\n"
+
+
+def _continue_reason(outcome: rules.IterationOutcome) -> str:
+    if outcome.agent_failed:
+        return "agent failed; retrying with a fresh context"
+    if outcome.progress:
+        return "verified progress; plan or gates not finished"
+    return "no verified progress this iteration"
+
+
+def _write_receipt(ctx: IterationContext, receipt: Receipt, call: AgentCall) -> None:
+    d = receipt.data
+    delta: Delta | dict[str, Any] = d.get("delta") or {}
+    columns = {
+        "status": d.get("status", "completed"), "attempt": call.attempts, "backend": call.backend_name,
+        "model": d.get("model"), "ended_at": utc_iso(ctx.clock.now()), "wall_seconds": d.get("wall_seconds"),
+        "tokens_in": call.usage.input_tokens, "tokens_out": call.usage.output_tokens, "cost_usd": str(call.cost),
+        "cost_source": d.get("cost_source"), "agent_status": d.get("agent_status"),
+        "claimed_done": int(bool(d.get("claimed_done"))), "files_changed": _get(delta, "files_changed"),
+        "lines_added": _get(delta, "lines_added"), "lines_removed": _get(delta, "lines_removed"),
+        "commit_sha": d.get("commit"), "tag": d.get("tag"), "gates_json": json.dumps(d.get("gates", {})),
+        "delta_json": json.dumps(delta), "decision": d.get("decision"), "reason": d.get("reason"),
+        "transcript_path": call.transcript, "receipt_json": json.dumps(d, default=str),
+    }
+    store.finish_iteration(ctx.db, ctx.row.id, receipt.n, columns, ctx.state.counters())
+    ctx.events.emit("receipt", f"iteration {receipt.n}: {d.get('decision')} ({d.get('reason')})",
+                    spend_usd=str(ctx.state.spend_usd), decision=d.get("decision"))
+
+
+def _get(delta: Any, key: str) -> int:
+    return int(delta.get(key, 0)) if isinstance(delta, dict) else 0

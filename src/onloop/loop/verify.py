@@ -1,0 +1,68 @@
+"""The verified delta of an iteration, and what still stands between the run and "done".
+
+onloop, not the agent, decides "done". `done_blockers` lists every condition of the contract that is
+not met (an empty list means verified); the list is what a refused completion claim is told and what
+its `false_done` incident records as evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from onloop.config import Config
+from onloop.gates.baseline import GateVerdict
+from onloop.loop.plan import Plan
+from onloop.workspace import diff_stat
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    checks_fixed: tuple[str, ...]
+    checks_broken: tuple[str, ...]
+    plan_items_closed: tuple[str, ...]
+    files_changed: int
+    lines_added: int
+    lines_removed: int
+    run_files_changed: int  # against the run's base: "a real diff"
+
+    @property
+    def progress(self) -> bool:
+        closed_with_diff = bool(self.plan_items_closed) and self.files_changed > 0
+        return bool(self.checks_fixed) or closed_with_diff or self.files_changed > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["progress"] = self.progress
+        return data
+
+
+def canon_ignores(config: Config) -> tuple[str, ...]:
+    """Files whose change is not "work" in build mode: the plan is bookkeeping, not a diff."""
+    return (config.context.plan,) if config.run.mode == "build" else ()
+
+
+def compute_delta(worktree: Path, base: str, previous: str, head: str, config: Config,
+                  verdicts: Mapping[str, GateVerdict], closed: tuple[str, ...]) -> Delta:
+    ignore = canon_ignores(config)
+    step = diff_stat(worktree, previous, head, ignore=ignore)
+    whole = diff_stat(worktree, base, head, ignore=ignore)
+    fixed = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.fixed))
+    broken = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.new_failures))
+    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files)
+
+
+def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta) -> list[str]:
+    blockers = []
+    for name, verdict in sorted(verdicts.items()):
+        if verdict.required and not verdict.ok:
+            blockers.append(f"gate {name} has {len(verdict.new_failures)} new failing check(s)")
+    if config.run.mode == "build" and plan.open_items:
+        blockers.append(f"the plan still has {len(plan.open_items)} open item(s)")
+    if config.run.mode == "plan" and not plan.items:
+        blockers.append("the plan has no items")
+    if delta.run_files_changed == 0:
+        blockers.append("the run has no real diff against its base")
+    return blockers
