@@ -45,12 +45,12 @@ class EventLog:
         self.reporter = reporter
         self.iteration: int | None = None
 
-    def emit(self, kind: str, message: str, **data: Any) -> None:
+    def emit(self, kind: str, message: str, /, **data: Any) -> None:
         store.add_event(self.db, self.run_id, self.iteration, utc_iso(self.clock.now()), kind, message,
                         data or None)
         self.reporter.report(kind, message, {"run_id": self.run_id, "iteration": self.iteration, **data})
 
-    def incident(self, kind: str, summary: str, *, severity: str = "high", **evidence: Any) -> None:
+    def incident(self, kind: str, summary: str, /, *, severity: str = "high", **evidence: Any) -> None:
         store.add_incident(self.db, self.run_id, self.iteration, utc_iso(self.clock.now()), kind, severity,
                            summary, evidence or None)
         self.emit("incident", f"{kind}: {summary}", incident=kind, severity=severity)

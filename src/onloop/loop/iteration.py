@@ -109,7 +109,9 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
     feedback = str(last.get("feedback", "")) if last else ""
     context = build_context(ctx.config, ctx.worktree, plan, feedback, ctx.operator_messages,
                             memory=_memory(ctx))
-    receipt.set(context_tokens=context.tokens, context_cuts=list(context.cuts))
+    context_path = ctx.paths.logs / f"iteration-{n:03d}.context.md"
+    context_path.write_text(context.text, encoding="utf-8")  # evidence: exactly what the agent was given
+    receipt.set(context_tokens=context.tokens, context_cuts=list(context.cuts), context_path=str(context_path))
     env = gate_env(ctx.config)
     call = call_agent(ctx, n, context.text, env)
     result = call.result

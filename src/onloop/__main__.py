@@ -1,0 +1,3 @@
+from onloop.cli.main import main
+
+main()
