@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -149,6 +150,8 @@ def test_readme_exit_codes_match_the_stop_reasons() -> None:
 
 
 def test_help_lists_every_command() -> None:
-    done = subprocess.run(["onloop", "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+    onloop = Path(sys.executable).parent / "onloop"  # the console script installed beside this Python
+    done = subprocess.run([str(onloop), "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0
     for command in ("init", "run", "demo", "status", "runs", "show", "log", "steer"):
         assert command in done.stdout

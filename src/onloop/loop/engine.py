@@ -75,6 +75,9 @@ class Engine:
     def _backend(self, name: str) -> AgentBackend:
         cfg = self.config.backend_config(name)
         options = cfg.model_dump()
+        if cfg.kind == "builtin":
+            # The built-in agent's run_action tool may run exactly the policy's named actions.
+            options.setdefault("policy_actions", {k: a.model_dump() for k, a in self.config.policy.actions.items()})
         return create_backend(BackendSpec(name, cfg.kind, options, Path(self.row.workspace)))
 
     def execute(self) -> RunOutcome:

@@ -27,6 +27,9 @@ class ToolCall:
     id: str
     name: str
     arguments: Mapping[str, Any]
+    # The raw text when the model's arguments were not a JSON object; `arguments` is then empty and the
+    # agent answers the model with an error instead of guessing.
+    invalid_arguments: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

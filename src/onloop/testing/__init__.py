@@ -12,6 +12,21 @@
 from __future__ import annotations
 
 from onloop.testing.clock import FakeClock
+from onloop.testing.fake_model_server import FakeModelServer, RecordedRequest, Turn, tool_call
+from onloop.testing.models import FunctionModel, ScriptedModel, ScriptStep
 from onloop.testing.scenario import Edit, Scenario, Step, load_scenario
 
-__all__ = ["Edit", "FakeClock", "Scenario", "Step", "load_scenario"]
+__all__ = [
+    "Edit",
+    "FakeClock",
+    "FakeModelServer",
+    "FunctionModel",
+    "RecordedRequest",
+    "Scenario",
+    "ScriptStep",
+    "ScriptedModel",
+    "Step",
+    "Turn",
+    "load_scenario",
+    "tool_call",
+]
