@@ -76,3 +76,44 @@ def test_kill_9_mid_iteration_then_resume_loses_nothing(make_repo, tmp_path: Pat
     assert "def partial" in kept, "the interrupted iteration's partial work is kept under a ref"
     assert "def partial" not in (Path(row.worktree) / "calc.py").read_text()
     assert receipts(db, run_id)[2]["delta"]["plan_items_closed"] == ["second"]
+
+
+def test_sigterm_stops_as_interrupted_and_resume_finishes(make_repo, tmp_path: Path) -> None:
+    slow = Step(message="slow", delay=60, edits=(Edit("calc.py", append="\nX = 1\n"),))
+    scenario = Scenario((slow, feature("one", "first"), feature("two", "second")))
+    repo = workspace(make_repo, tmp_path, scenario)
+    proc = subprocess.Popen([sys.executable, "-m", "onloop.cli", "run", "-C", str(repo), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = Database.open_default()
+    _wait_for(lambda: bool(store.list_runs(db)) and bool(store.running_iterations(db, store.list_runs(db)[0].id)))
+    run_id = store.list_runs(db)[0].id
+    time.sleep(0.5)
+
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, err
+    row = store.get_run(db, run_id)
+    assert row.stop_reason == "interrupted" and row.status == "stopped"
+    assert store.get_iteration(db, run_id, 1)["status"] == "interrupted"
+    resumed = onloop_cli("run", "--resume", run_id, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [i["status"] for i in store.get_iterations(db, run_id)] == ["interrupted", "completed", "completed"]
+
+
+def test_log_follow_streams_until_the_run_stops(make_repo, tmp_path: Path) -> None:
+    scenario = Scenario((Step(**{**feature("one", "first").__dict__, "delay": 1.0}), feature("two", "second")))
+    repo = workspace(make_repo, tmp_path, scenario)
+    proc = subprocess.Popen([sys.executable, "-m", "onloop.cli", "run", "-C", str(repo), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = Database.open_default()
+    _wait_for(lambda: bool(store.list_runs(db)))
+    run_id = store.list_runs(db)[0].id
+
+    follow = onloop_cli("log", run_id, "--follow", timeout=60)
+
+    assert proc.wait(timeout=60) == 0
+    lines = follow.stdout.splitlines()
+    assert any("run_started" in line for line in lines[:3])
+    assert "run_stopped" in lines[-1] and "done" in lines[-1]
+    assert sum("iteration_started" in line for line in lines) == 2

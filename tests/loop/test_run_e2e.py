@@ -249,3 +249,28 @@ def test_resume_after_a_stop_continues_counters(make_repo, tmp_path: Path, db: D
     assert row.spend_usd == Decimal("0.20") and row.iterations_done == 2
     assert [json.loads(e["data_json"] or "{}").get("reason") for e in store.events_after(db, row.id)
             if e["kind"] == "run_stopped"] == ["max_iterations", "done"]
+
+
+def test_rate_limited_backend_fails_over_to_the_fallback(make_repo, tmp_path: Path, db: Database) -> None:
+    always_limited = Step(rate_limit_attempts=99, rate_limit_reset_in=3600)
+    primary = Scenario((), default=always_limited).write(tmp_path / "primary.json")
+    fallback = Scenario((feature("one", "first"), feature("two", "second")))
+    extra = f'[backends.primary]\nkind = "scripted"\nscenario = "{primary}"\n'
+    repo = workspace(make_repo, tmp_path, fallback, extra=extra,
+                     run='fallback_backend = "scripted"\nrate_limit_max_wait = "10s"')
+
+    outcome = start_run(repo, db=db, backend="primary")
+
+    assert outcome.reason is StopReason.DONE
+    first = receipts(db, outcome.run_id)[0]
+    assert first["backend"] == "scripted" and first["attempts"] == 2
+    assert first["rate_limits"][0]["action"] == "switched to fallback scripted"
+
+
+def test_rate_limit_beyond_the_caps_stops_instead_of_sleeping(make_repo, tmp_path: Path, db: Database) -> None:
+    limited = Step(rate_limit_attempts=99, rate_limit_reset_in=7200)
+    repo = workspace(make_repo, tmp_path, Scenario((), default=limited), run='rate_limit_max_wait = "60s"')
+
+    outcome = start_run(repo, db=db, max_time="3h")
+
+    assert outcome.reason is StopReason.MAX_TIME and "rate_limit_max_wait" in outcome.detail
