@@ -274,3 +274,53 @@ def test_rate_limit_beyond_the_caps_stops_instead_of_sleeping(make_repo, tmp_pat
     outcome = start_run(repo, db=db, max_time="3h")
 
     assert outcome.reason is StopReason.MAX_TIME and "rate_limit_max_wait" in outcome.detail
+
+
+def test_pytest_gate_reports_per_test_through_junit(make_repo, tmp_path: Path, db: Database) -> None:
+    import sys
+
+    gate = (f'[gates.tests]\ncommand = ["{sys.executable}", "-m", "pytest", "-q", "-p", "no:cacheprovider", '
+            '"--junitxml={junit}", "tests"]\ntimeout = "120s"\n')
+    fix = Step(message="fixed", edits=(Edit("tests/test_two.py", replace=("(two(), 2)", "(two(), 1)")),))
+    scenario = Scenario((feature("two", "first", passing=False), fix, feature("three", "second")))
+    repo = workspace(make_repo, tmp_path, scenario, gates=gate)
+
+    outcome = start_run(repo, db=db)
+
+    assert outcome.reason is StopReason.DONE
+    first, second, _ = receipts(db, outcome.run_id)
+    assert first["gates"]["tests"]["new_failures"] == ["tests.test_two.T::test_two"]
+    assert first["gates"]["tests"]["checks_total"] == 2
+    assert second["gates"]["tests"]["fixed"] == ["tests.test_two.T::test_two"]
+    assert "assert 1 == 2" in first["feedback"] or "AssertionError" in first["feedback"]
+
+
+def test_repeated_policy_breaches_stop_the_run_as_blocked(make_repo, tmp_path: Path, db: Database) -> None:
+    breach = Step(message="tweaking CI", edits=(Edit(".github/workflows/ci.yml", write="on: push\n"),
+                                                Edit("calc.py", append="\nY = 2\n")))
+    repo = workspace(make_repo, tmp_path, Scenario((), default=breach))
+    before = tree_digest(repo)
+
+    outcome = start_run(repo, db=db)
+
+    assert (outcome.reason, outcome.exit_code, outcome.iterations) == (StopReason.BLOCKED, 16, 3)
+    kinds = {i["kind"] for i in store.incidents(db, outcome.run_id)}
+    assert "protected_path" in kinds
+    worktree = Path(store.get_run(db, outcome.run_id).worktree)
+    assert not (worktree / ".github").exists() and "Y = 2" not in (worktree / "calc.py").read_text()
+    first = receipts(db, outcome.run_id)[0]
+    assert first["status"] == "rolled_back" and "guardrails" in first["feedback"]
+    assert "guardrails" in Path(receipts(db, outcome.run_id)[1]["context_path"]).read_text()
+    assert tree_digest(repo) == before
+
+
+def test_sandbox_none_is_loud_and_recorded(make_repo, tmp_path: Path, db: Database) -> None:
+    repo = workspace(make_repo, tmp_path, Scenario((feature("one", "first"), feature("two", "second"))),
+                     extra='[policy]\nsandbox = "none"\n')
+
+    outcome = start_run(repo, db=db)
+
+    assert outcome.reason is StopReason.DONE
+    warnings = [e for e in store.events_after(db, outcome.run_id) if e["kind"] == "warning"]
+    assert warnings and "SANDBOX DISABLED" in warnings[0]["message"]
+    assert {r["sandbox"] for r in receipts(db, outcome.run_id)} == {"none"}
