@@ -113,7 +113,8 @@ class GateConfig(_Section):
     command: list[str] = Field(description="exact argv, e.g. ['python', '-m', 'pytest', '-q', '--junitxml={junit}']")
     timeout: Duration = Field(600.0, description="wall-clock limit of one gate run, e.g. '10m'")
     format: str = Field(
-        "auto", description="output parser: auto, junit, unittest, pytest, exit (exit code only), or a plugin"
+        "auto", description="output parser: auto, junit, pytest, unittest, ruff, mypy, pyright, eslint, tsc, cargo, "
+        "go, exit (exit code only), or a plugin"
     )
     required: bool = Field(True, description="a required gate must pass (against the baseline) for done")
 

@@ -71,7 +71,7 @@ def run_gate(
     except (FileNotFoundError, PermissionError) as exc:
         raise GateError(f"gate {name!r} cannot be started: {exc}") from exc
     output = GateOutput(name, outcome.exit_code, outcome.timed_out, _read_for_parsing(log_path),
-                        report if report.exists() else None)
+                        report if report.exists() else None, cwd=worktree)
     checks = tuple(parse_gate_output(output, config.format))
     if outcome.timed_out:
         checks = (*checks, CheckResult(f"{name}:timeout", CheckStatus.FAILED,

@@ -8,19 +8,42 @@ from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers.base import GateOutput, GateParser
 from onloop.plugins import Registry
 
-__all__ = ["GateOutput", "GateParser", "parse_gate_output", "registry"]
+__all__ = ["GateOutput", "GateParser", "detect_format", "parse_gate_output", "registry"]
 
 ParserFactory = Callable[[], GateParser]
 
 # Order matters for auto-detection: the most specific formats first, the generic fallback last.
-_BUILTIN_ORDER = ("junit", "unittest", "exit")
+# JSON formats are recognised by their keys and go first; then junit (a report file or XML text);
+# text formats whose summary lines are distinctive; tsc last among them because its line shape is the
+# loosest. pytest's text parser must come after junit: a gate that wrote a report is better read from it.
+_BUILTIN_ORDER = ("pyright", "eslint", "go", "junit", "ruff", "mypy", "pytest", "unittest", "cargo", "tsc", "exit")
 
 
 def register_builtin(register: Callable[[str, ParserFactory], None]) -> None:
-    from onloop.gates.parsers import exitcode, junit, unittest_text
+    from onloop.gates.parsers import (
+        cargo_test,
+        eslint,
+        exitcode,
+        go_test,
+        junit,
+        mypy,
+        pyright,
+        pytest_text,
+        ruff,
+        tsc,
+        unittest_text,
+    )
 
     register("junit", junit.JunitParser)
+    register("pytest", pytest_text.PytestTextParser)
     register("unittest", unittest_text.UnittestParser)
+    register("ruff", ruff.RuffParser)
+    register("mypy", mypy.MypyParser)
+    register("pyright", pyright.PyrightParser)
+    register("eslint", eslint.EslintParser)
+    register("tsc", tsc.TscParser)
+    register("cargo", cargo_test.CargoTestParser)
+    register("go", go_test.GoTestParser)
     register("exit", exitcode.ExitCodeParser)
 
 
@@ -32,6 +55,14 @@ def _auto_order() -> list[str]:
     first = [n for n in _BUILTIN_ORDER if n in names and n != "exit"]
     middle = [n for n in names if n not in _BUILTIN_ORDER]
     return first + middle + ["exit"]
+
+
+def detect_format(output: GateOutput) -> str:
+    """The name of the first parser (in auto-detection order) that recognises the output."""
+    for name in _auto_order():
+        if registry.get(name)().detect(output):
+            return name
+    return "exit"
 
 
 def parse_gate_output(output: GateOutput, fmt: str = "auto") -> list[CheckResult]:

@@ -22,6 +22,7 @@ class GateOutput:
     timed_out: bool
     output: str  # combined stdout and stderr (possibly cut to its head and tail)
     report_path: Path | None = None  # a report file the gate wrote (junit XML), if any
+    cwd: Path | None = None  # where the gate ran: absolute paths in its output are made relative to it
 
 
 class GateParser(Protocol):

@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 
 from onloop.gates.checks import CheckResult, CheckStatus
+from onloop.gates.parsers._lint import sample
 from onloop.gates.parsers.base import GateOutput
 
-_LINE = re.compile(r"^(?P<name>\w+) \((?P<where>[\w.]+)\)(?:\n.*?)? \.\.\. (?P<outcome>ok|FAIL|ERROR|skipped.*|expected failure|unexpected success)$", re.MULTILINE)
-_BLOCK = re.compile(r"^={50,}\n(?P<kind>FAIL|ERROR): (?P<name>\w+) \((?P<where>[\w.]+)\)\n-{50,}\n(?P<body>.*?)(?=^={50,}|^-{50,}\nRan )", re.MULTILINE | re.DOTALL)
+_LINE = re.compile(
+    r"^(?P<name>\w+) \((?P<where>[\w.]+)\)(?:\n.*?)? \.\.\. "
+    r"(?P<outcome>ok|FAIL|ERROR|skipped.*|expected failure|unexpected success)$",
+    re.MULTILINE,
+)
+_BLOCK = re.compile(
+    r"^={50,}\n(?P<kind>FAIL|ERROR): (?P<name>\w+) \((?P<where>[\w.]+)\)\n-{50,}\n"
+    r"(?P<body>.*?)(?=^={50,}|^-{50,}\nRan )",
+    re.MULTILINE | re.DOTALL,
+)
 _STATUS = {"ok": CheckStatus.PASSED, "FAIL": CheckStatus.FAILED, "ERROR": CheckStatus.ERROR}
 
 
@@ -20,9 +29,8 @@ class UnittestParser:
     name = "unittest"
 
     def detect(self, output: GateOutput) -> bool:
-        return bool(re.search(r"^Ran \d+ tests? in ", output.output, re.MULTILINE)) and bool(
-            _LINE.search(output.output)
-        )
+        text = sample(output.output)
+        return bool(re.search(r"^Ran \d+ tests? in ", text, re.MULTILINE)) and bool(_LINE.search(text))
 
     def parse(self, output: GateOutput) -> list[CheckResult]:
         details = {_id(m["where"], m["name"]): m["body"].strip() for m in _BLOCK.finditer(output.output)}
