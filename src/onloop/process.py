@@ -13,6 +13,7 @@ What this module guarantees, whatever the sandbox:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -167,10 +168,8 @@ def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
         except BrokenPipeError:
             pass  # the child exited without reading its stdin; its exit code tells the story
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 pipe.close()
-            except BrokenPipeError:
-                pass
 
     threading.Thread(target=feed, daemon=True).start()
 
@@ -252,7 +251,5 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -90,7 +90,7 @@ def test_sigterm_stops_as_interrupted_and_resume_finishes(make_repo, tmp_path: P
     time.sleep(0.5)
 
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
 
     assert proc.returncode == 130, err
     row = store.get_run(db, run_id)

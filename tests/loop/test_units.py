@@ -111,5 +111,5 @@ def test_find_key_line_handles_dotted_and_inline_keys() -> None:
 def test_money_is_decimal_and_never_float() -> None:
     config = parse_config('[run]\nbudget_usd = "$2.10"\n')
     assert config.run.budget_usd == Decimal("2.10") and isinstance(config.run.budget_usd, Decimal)
-    with pytest.raises(ConfigError, match="run.budget_usd"):
+    with pytest.raises(ConfigError, match=r"run\.budget_usd"):
         parse_config('[run]\nbudget_usd = "-3"\n')

@@ -194,15 +194,20 @@ class ClaudeStreamParser:
         is_error = bool(result.get("is_error")) or (exit_code not in (0, None))
         if not is_error:
             return AgentResult(AgentStatus.OK, text, cost=cost, permission_denials=denials, **common)
-        reset = _reset_time(text)
-        if result.get("api_error_status") == 429 or reset is not None or _RATE_WORDS.search(text):
+        # Only the CLI's own words (the result text, its `errors`) can say why it failed: the agent's last
+        # message may well talk about rate limits or "429" while working on a rate limiter.
+        cli_text = " ".join([str(result.get("result") or ""), *map(str, result.get("errors") or [])]).strip()
+        error = (cli_text or text)[:300]
+        if result.get("subtype") == "error_max_turns":
+            return AgentResult(AgentStatus.MAX_TURNS, text, cost=cost, error=error, permission_denials=denials,
+                               **common)
+        reset = _reset_time(cli_text)
+        if result.get("api_error_status") == 429 or reset is not None or _RATE_WORDS.search(cli_text):
             return AgentResult(
-                AgentStatus.RATE_LIMITED, text, cost=cost, error=text[:300], rate_limit_reset=reset, **common
+                AgentStatus.RATE_LIMITED, text, cost=cost, error=error, rate_limit_reset=reset, **common
             )
-        status = AgentStatus.MAX_TURNS if result.get("subtype") == "error_max_turns" else AgentStatus.FAILED
-        if denials and status is AgentStatus.FAILED:
-            status = AgentStatus.DENIED
-        return AgentResult(status, text, cost=cost, error=text[:300], permission_denials=denials, **common)
+        status = AgentStatus.DENIED if denials else AgentStatus.FAILED
+        return AgentResult(status, text, cost=cost, error=error, permission_denials=denials, **common)
 
     def _cost(self, result: dict[str, Any]) -> Cost:
         raw = result.get("total_cost_usd")

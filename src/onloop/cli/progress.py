@@ -57,8 +57,8 @@ class TerminalReporter:
             return
         elapsed = int(time.monotonic() - self.started)
         gates = " ".join(f"{k}:{v.split(' ')[0]}" for k, v in self.gates.items()) or "-"
-        text = (f"iteration {self.iteration or '-'} | {self.plan_item[:40] or '-'} | {elapsed // 60}m{elapsed % 60:02d}s"
-                f" | ${float(self.spend):.4f} | gates {gates}")
+        text = (f"iteration {self.iteration or '-'} | {self.plan_item[:40] or '-'} | "
+                f"{elapsed // 60}m{elapsed % 60:02d}s | ${float(self.spend):.4f} | gates {gates}")
         if activity:
             text += f" | {activity[:60]}"
         if self._status is None:

@@ -54,7 +54,7 @@ def run_gate(
     sandbox: Sandbox,
     env: Mapping[str, str],
     label: str,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
 ) -> GateRun:
     """Run one gate and parse its checks. Raises GateError only if it cannot be started at all."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def run_gate(
     log_path = log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
     spec = ProcessSpec(argv=argv, cwd=worktree, env=env, timeout=config.timeout, writable=(scratch,),
-                       network=False, limits=limits, label=f"gate {name}")
+                       network=False, limits=limits or Limits(), label=f"gate {name}")
     try:
         outcome = run_process(spec, sandbox, log_path=log_path)
     except (FileNotFoundError, PermissionError) as exc:

@@ -33,8 +33,8 @@ from onloop.loop.events import EventLog, Reporter
 from onloop.loop.iteration import IterationContext, run_iteration
 from onloop.loop.setup import RunPaths, run_paths
 from onloop.loop.state import RunState
-from onloop.loop.stop import StopReason
 from onloop.loop.steering import apply_steering
+from onloop.loop.stop import StopReason
 from onloop.process import Sandbox
 from onloop.store import runs as store
 from onloop.store.db import Database

@@ -8,10 +8,13 @@ at load with the key named.
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from functools import lru_cache
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 DEFAULT_PROTECTED = (
     ".github/**",
@@ -52,6 +55,34 @@ def parse_size(value: Any) -> int:
     return int(number * scale)
 
 
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether the worktree-relative POSIX `path` matches `pattern`.
+
+    Semantics (those of .gitignore-style globs, which is what operators expect): `*`, `?` and `[...]`
+    match within one path segment; `**` as a whole segment matches zero or more segments; a pattern
+    without a slash (`onloop.toml`, `*.lock`) is anchored at the root like any other. Written here
+    rather than with `PurePath.full_match` because that only exists from Python 3.13.
+    """
+    return _match_parts(_split(pattern), tuple(p for p in path.split("/") if p not in ("", ".")))
+
+
+@lru_cache(maxsize=1024)
+def _split(pattern: str) -> tuple[str, ...]:
+    return tuple(p for p in pattern.strip("/").split("/") if p not in ("", "."))
+
+
+def _match_parts(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        # Zero or more segments: try every split point (patterns are short, paths are short).
+        return any(_match_parts(rest, parts[i:]) for i in range(len(parts) + 1))
+    if not parts or not fnmatch.fnmatchcase(parts[0], head):
+        return False
+    return _match_parts(rest, parts[1:])
+
+
 def _seconds(value: Any) -> float:
     from onloop.config import parse_duration  # config imports this module; import late
 
@@ -78,6 +109,15 @@ class Action(_Strict):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value or not value[0].strip():
             raise ValueError("an action needs a non-empty argv")
+        program = PurePosixPath(value[0])
+        # A program named by path must live in the worktree (`.venv/bin/python`, `./scripts/t.sh`);
+        # an absolute path or one climbing out with `..` would run something the run does not own.
+        # Bare names (`pytest`) are looked up on the sandbox's PATH.
+        if program.is_absolute() or ".." in program.parts:
+            raise ValueError(
+                f"argv[0] {value[0]!r} is a path outside the worktree; use a bare program name or a "
+                "path relative to the worktree"
+            )
         return value
 
 
@@ -86,7 +126,7 @@ class ResourceLimits(_Strict):
 
     wall: Seconds = Field(3600.0, description="wall-clock limit per process, e.g. '1h'")
     cpu: Seconds = Field(3600.0, description="CPU time limit per process, e.g. '30m'")
-    memory: Size = Field(8 * 1024**3, description="address-space limit per process, e.g. '8GiB'")
+    memory: Size = Field(8 * 1024**3, description="memory limit per process (heap and anonymous mappings), e.g. '8GiB'")
     processes: int = Field(4096, ge=16, description="process count limit for the sandbox user")
     output: Size = Field(50 * 1000**2, description="largest output kept from one process, e.g. '50MB'")
     files_written: Size = Field(1024**3, description="largest single file a process may write, e.g. '1GiB'")
@@ -99,17 +139,55 @@ class Policy(_Strict):
     network: Literal["none", "model-only", "full"] = Field(
         "none", description="none, model-only (just the model endpoint), or full"
     )
-    writable: list[str] = Field(
-        default_factory=list, description="extra writable paths inside the worktree (the worktree is writable)"
-    )
     protected: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PROTECTED),
         description="globs the agent must not change (the diff audit rolls back a change to them)",
+    )
+    writable: list[str] = Field(
+        default_factory=list, description="extra writable paths inside the worktree (the worktree is writable)"
     )
     env_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ENV_ALLOW),
         description="environment variables passed to agents and gates; secrets never pass unless named",
     )
+    hidden: list[str] = Field(
+        default_factory=list,
+        description="absolute host paths hidden inside the sandbox (an empty tmpfs over each), on top of "
+        "/tmp, /root, /home and the invoking user's home, which are always hidden",
+    )
+    readable: list[str] = Field(
+        default_factory=list,
+        description="absolute host paths shown read-only inside hidden areas, e.g. a toolchain under the "
+        "home directory such as '/root/.pyenv'",
+    )
     actions: dict[str, Action] = Field(default_factory=dict, description="named actions the agent may run")
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="resource limits per process")
     max_breaches: int = Field(3, ge=1, description="policy breaches in a run before it stops as blocked")
+
+    @field_validator("writable")
+    @classmethod
+    def _relative_inside(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # `protected` is declared before `writable`, so it is already validated here; checking in this
+        # field validator (not a model validator) makes the error name `policy.writable`.
+        protected = info.data.get("protected", DEFAULT_PROTECTED)
+        for entry in value:
+            path = PurePosixPath(entry)
+            if not entry.strip() or path.is_absolute() or ".." in path.parts:
+                raise ValueError(
+                    f"{entry!r} must be a path relative to the worktree, without '..' (the worktree "
+                    "is the only writable area)"
+                )
+            clean = str(path)
+            for pattern in protected:
+                if glob_match(pattern, clean) or glob_match(pattern, clean + "/x"):
+                    raise ValueError(f"{entry!r} is also protected by {pattern!r}; a path cannot be both")
+        return value
+
+    @field_validator("hidden", "readable")
+    @classmethod
+    def _absolute_host_paths(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            path = PurePosixPath(entry)
+            if not path.is_absolute() or ".." in path.parts or path == PurePosixPath("/"):
+                raise ValueError(f"{entry!r} must be an absolute host path without '..' (and not '/')")
+        return value
