@@ -137,6 +137,20 @@ class ContextConfig(_Section):
     specs: str = Field("specs", description="folder of specs, one per topic, with an index README.md")
 
 
+class HallucinationConfig(_Section):
+    """Checks for what the agent made up: packages, modules, and edits it claims but did not make."""
+
+    dependencies: bool = Field(True, description="look up dependencies added to manifests in their registry")
+    imports: bool = Field(True, description="flag imports of modules that exist nowhere")
+    claimed_paths: bool = Field(True, description="flag files the final message claims changed but did not")
+    registries: dict[str, str] = Field(
+        default_factory=dict, description="registry base URLs by ecosystem (pypi, npm, crates); defaults: public"
+    )
+    python: str | None = Field(
+        None, description="the project's interpreter, for the import check (default: onloop's own)"
+    )
+
+
 class BackendConfig(BaseModel):
     """A named backend. `kind` picks the implementation; the other keys are that kind's options."""
 
@@ -151,6 +165,7 @@ class Config(_Section):
     gates: dict[str, GateConfig] = Field(default_factory=dict, description="named gates")
     backends: dict[str, BackendConfig] = Field(default_factory=dict, description="named backends")
     policy: Policy = Field(default_factory=Policy, description="what an agent may do")
+    hallucination: HallucinationConfig = Field(default_factory=HallucinationConfig, description="made-up things")
 
     def backend_config(self, name: str) -> BackendConfig:
         if name in self.backends:

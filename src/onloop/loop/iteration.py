@@ -30,6 +30,7 @@ from onloop.loop.baseline import gate_env, run_all_gates
 from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
 from onloop.loop.guard import Breach, audit_iteration
+from onloop.loop.hallucinations import BLOCKING, check_iteration
 from onloop.loop.plan import Plan, newly_closed, read_plan
 from onloop.loop.setup import RunPaths
 from onloop.loop.state import RunState
@@ -185,21 +186,41 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
     delta = compute_delta(ctx.worktree, ctx.row.base_commit, previous, sha, ctx.config, verdicts,
                           newly_closed(plan_before, plan_after))
     claimed = bool(receipt.data.get("claimed_done"))
-    blockers = done_blockers(ctx.config, verdicts, plan_after, delta)
+    made_up, made_up_notes = _hallucinations(ctx, previous, delta, call.result.final_message)
+    blockers = done_blockers(ctx.config, verdicts, plan_after, delta) + made_up
+    incidents = ["hallucination"] * len(made_up_notes)
     if claimed and blockers:
         ctx.events.incident("false_done", "completion claimed but not verified: " + "; ".join(blockers),
                             severity="medium", blockers=blockers)
-    feedback = failure_summary(runs, verdicts)
+        incidents.append("false_done")
+    feedback = "\n".join([failure_summary(runs, verdicts), *made_up_notes]).strip()
     if claimed and blockers:
         feedback = ("Your completion claim was refused: " + "; ".join(blockers) + ".\n\n" + feedback).strip()
     fp = fingerprint(runs, verdicts)
     receipt.set(status="completed", commit=sha, tag=tag_name, gates={k: v.to_dict() for k, v in verdicts.items()},
                 delta=delta.to_dict(), done_blockers=blockers, feedback=feedback, fingerprint=fp,
-                incidents=["false_done"] if claimed and blockers else [])
+                incidents=incidents)
     _emit_gates(ctx, verdicts)
     outcome = rules.IterationOutcome(verified_done=not blockers and _done_allowed(ctx, claimed),
                                      progress=delta.progress, fingerprint=fp, agent_failed=False)
     return outcome, {name: run.failing for name, run in runs.items()}
+
+
+def _hallucinations(ctx: IterationContext, previous: str, delta: Delta, message: str) -> tuple[list[str], list[str]]:
+    """Incidents for what the agent made up; returns (done blockers, feedback lines)."""
+    blockers, notes = [], []
+    findings = check_iteration(ctx.worktree, previous, delta.changed_paths, message, ctx.config.hallucination)
+    for finding in findings:
+        text = f"{finding.category} {finding.subject}: {finding.evidence}"
+        if finding.kind == "could_not_verify":
+            ctx.events.emit("warning", f"could not verify {text}", category=finding.category)
+            continue
+        ctx.events.incident("hallucination", text, severity="medium", category=finding.category,
+                            subject=finding.subject)
+        notes.append(f"Made up ({finding.category}): {finding.evidence}")
+        if finding.category in BLOCKING:
+            blockers.append(f"made-up {finding.category} {finding.subject!r}")
+    return blockers, notes
 
 
 def _done_allowed(ctx: IterationContext, claimed: bool) -> bool:

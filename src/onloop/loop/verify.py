@@ -27,6 +27,7 @@ class Delta:
     lines_added: int
     lines_removed: int
     run_files_changed: int  # against the run's base: "a real diff"
+    changed_paths: tuple[str, ...] = ()  # this iteration's, caches and logs left out
 
     @property
     def progress(self) -> bool:
@@ -51,7 +52,8 @@ def compute_delta(worktree: Path, base: str, previous: str, head: str, config: C
     whole = diff_stat(worktree, base, head, ignore=ignore)
     fixed = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.fixed))
     broken = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.new_failures))
-    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files)
+    all_paths = diff_stat(worktree, previous, head).paths  # the plan too: a claimed edit may be to it
+    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths)
 
 
 def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta) -> list[str]:
