@@ -21,7 +21,7 @@ KNOWN = {"/pypi/requests/json"}
 
 
 class _Index(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         found = self.path in KNOWN
         self.send_response(200 if found else 404)
         self.end_headers()
