@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from onloop.errors import ConfigError
+from onloop.models.config import ModelConfig
 from onloop.policy.model import Policy
 from onloop.usage import parse_money
 
@@ -151,6 +152,16 @@ class HallucinationConfig(_Section):
     )
 
 
+class MemoryConfig(_Section):
+    """Memory that outlives an iteration: injected at the top of every context, consolidated at the end."""
+
+    enabled: bool = Field(True, description="inject memory into every iteration and ingest the agent's notes")
+    token_budget: int = Field(1200, ge=200, description="token budget of the memory injection")
+    model: ModelConfig | None = Field(
+        None, description="model for end-of-run consolidation; unset uses the deterministic consolidation"
+    )
+
+
 class BackendConfig(BaseModel):
     """A named backend. `kind` picks the implementation; the other keys are that kind's options."""
 
@@ -166,6 +177,7 @@ class Config(_Section):
     backends: dict[str, BackendConfig] = Field(default_factory=dict, description="named backends")
     policy: Policy = Field(default_factory=Policy, description="what an agent may do")
     hallucination: HallucinationConfig = Field(default_factory=HallucinationConfig, description="made-up things")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="the memory lifecycle")
 
     def backend_config(self, name: str) -> BackendConfig:
         if name in self.backends:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from onloop.loop.iteration import IterationContext
 
 MAX_ATTEMPTS = 10
+NOTES_FILE = "memory_notes.jsonl"  # in the iteration's scratch dir: agents append notes, onloop ingests
 DEFAULT_WAIT_SECONDS = 60.0
 MIN_WAIT_SECONDS = 1.0
 
@@ -67,6 +68,7 @@ def _request(ctx: IterationContext, n: int, attempt: int, prompt: str, env: dict
     def on_event(event: AgentEvent) -> None:
         ctx.events.emit(f"agent_{event.kind}", event.summary, backend=ctx.backend.name)
 
+    env = {**env, "ONLOOP_NOTES_FILE": str(scratch / NOTES_FILE)}
     return AgentRequest(
         prompt=prompt, worktree=ctx.worktree, log_path=transcript, scratch_dir=scratch, sandbox=ctx.sandbox,
         timeout=min(ctx.config.run.agent_timeout, remaining_time), run_id=ctx.row.id, iteration=n,

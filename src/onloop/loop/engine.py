@@ -98,7 +98,21 @@ class Engine:
             reason, detail = StopReason.INTERRUPTED, "stopped by a signal; resume with `onloop run --resume`"
             self._mark_interrupted()
         self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
+        self._consolidate_memory()
         return self._stop(reason, detail)
+
+    def _consolidate_memory(self) -> None:
+        """End of run: session notes merge into project/global memory, validated by code."""
+        if not self.config.memory.enabled:
+            return
+        from onloop.memory import consolidate
+        from onloop.models import create_model
+
+        settings = self.config.memory.model
+        model = create_model(settings, key="memory.model.provider") if settings else None
+        report = consolidate(self.db, self.row.id, model, self.clock)
+        self.events.emit("memory", f"memory consolidation {report.status}: {len(report.inserted)} note(s) kept, "
+                         f"ops {report.ops}", fallback=list(report.fallback_reasons), error=report.error)
 
     def _announce(self, sandbox: Sandbox) -> None:
         self.events.emit("run_started", f"run {self.row.id} on {self.row.branch}", worktree=self.row.worktree,

@@ -25,7 +25,7 @@ from onloop.config import Config
 from onloop.gates.baseline import GateVerdict, compare, fingerprint
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
-from onloop.loop.agent_call import AgentCall, call_agent
+from onloop.loop.agent_call import NOTES_FILE, AgentCall, call_agent
 from onloop.loop.baseline import gate_env, run_all_gates
 from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
@@ -129,7 +129,24 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
 
 
 def _memory(ctx: IterationContext) -> str:
-    return ""
+    if not ctx.config.memory.enabled:
+        return ""
+    from onloop.memory import render_injection
+
+    return render_injection(ctx.db, ctx.worktree, ctx.row.id, ctx.config.memory.token_budget, clock=ctx.clock)
+
+
+def _ingest_notes(ctx: IterationContext, n: int, attempt: int) -> None:
+    """Notes the agent saved (built-in tool, `onloop note`, or the notes file) go through validation."""
+    notes = ctx.paths.iteration_scratch(n, attempt) / NOTES_FILE
+    if not ctx.config.memory.enabled or not notes.exists():
+        return
+    from onloop.memory import ingest_notes_file
+
+    report = ingest_notes_file(ctx.db, notes, ctx.row.id, n, clock=ctx.clock)
+    codes = sorted({r.code for r in report.results if not r.ok})
+    ctx.events.emit("memory", f"memory notes: {report.accepted} accepted, {report.rejected + report.malformed} "
+                    f"rejected", accepted=report.accepted, rejected=report.rejected, codes=codes)
 
 
 def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
@@ -139,6 +156,7 @@ def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Pl
     breaches = audit_iteration(ctx, call.result.final_message)
     if breaches:
         return _breach(ctx, n, breaches, receipt), ctx.previous_failing
+    _ingest_notes(ctx, n, call.attempts)  # only from an iteration the audit let through
     return _verify(ctx, n, call, plan_before, receipt)
 
 

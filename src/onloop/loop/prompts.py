@@ -16,6 +16,9 @@ files on disk (the plan, the specs, AGENTS.md) and in git history.
 - onloop runs the gates (tests, lint, types) itself after you stop; it does not trust reports.
 - Never delete, skip or weaken tests, never edit protected files (CI config, migrations, onloop.toml,
   lock files): such changes are rolled back and recorded as incidents.
+- To remember something for later iterations (a command that works, a pitfall), append one JSON line
+  {{"text": "...", "scope": "project"}} to the file named by $ONLOOP_NOTES_FILE (or use your
+  save_memory_note tool). Notes are validated: no secrets, no instructions, only durable facts.
 - When the plan has no open items left and everything passes, end your final message with
   {marker} . onloop verifies that claim; a false claim is recorded as an incident.
 """

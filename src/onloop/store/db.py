@@ -89,8 +89,7 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
         else:
-            # `executescript` (used by migrations) commits by itself; then there is nothing left to commit.
-            if conn.in_transaction:
+            if conn.in_transaction:  # a migration written with `executescript` commits by itself
                 conn.execute("COMMIT")
 
     def _migrate(self) -> None:

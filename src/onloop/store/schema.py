@@ -13,9 +13,18 @@ import sqlite3
 from onloop.store.db import migration
 
 
+def _execute_each(conn: sqlite3.Connection, script: str) -> None:
+    """Run a script statement by statement: unlike `executescript`, this stays inside the migration's
+    transaction, so a migration is applied whole or not at all."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 @migration("0001_runs")
 def _runs(conn: sqlite3.Connection) -> None:
-    conn.executescript(
+    _execute_each(
+        conn,
         """
         CREATE TABLE runs (
             id TEXT PRIMARY KEY,
@@ -118,3 +127,4 @@ def _runs(conn: sqlite3.Connection) -> None:
 
 
 # Subsystems append their own migrations by importing their schema modules here, in a fixed order.
+import onloop.memory.schema  # noqa: E402, F401
