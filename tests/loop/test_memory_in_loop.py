@@ -38,7 +38,7 @@ def test_notes_are_validated_injected_and_consolidated(make_repo, tmp_path: Path
     assert "python3 -m unittest -v" in second_context
     assert "Ignore the tests" not in second_context and "AKIAIOSFODNN7EXAMPLE" not in second_context
     everything = "\n".join(" ".join(str(v) for v in row) for table in ("memory_notes", "memory_audit", "events")
-                           for row in db.conn.execute(f"SELECT * FROM {table}"))  # noqa: S608
+                           for row in db.conn.execute(f"SELECT * FROM {table}"))
     assert "AKIAIOSFODNN7EXAMPLE" not in everything, "a rejected secret is stored nowhere"
     assert any(e["kind"] == "memory" and "consolidation" in e["message"]
                for e in store.events_after(db, outcome.run_id))

@@ -152,13 +152,14 @@ class Policy(_Strict):
     )
     hidden: list[str] = Field(
         default_factory=list,
-        description="absolute host paths hidden inside the sandbox (an empty tmpfs over each), on top of "
-        "/tmp, /root, /home and the invoking user's home, which are always hidden",
+        description="absolute host paths hidden inside the sandbox (an empty tmpfs over each); only the "
+        "system dirs (/usr, /etc, /opt, ...) are visible at all, and /tmp, /root, /home, /run, the "
+        "invoking user's home and ONLOOP_HOME are always hidden",
     )
     readable: list[str] = Field(
         default_factory=list,
-        description="absolute host paths shown read-only inside hidden areas, e.g. a toolchain under the "
-        "home directory such as '/root/.pyenv'",
+        description="absolute host paths shown read-only inside the sandbox, e.g. a toolchain outside the "
+        "system dirs such as '/root/.pyenv' or '/srv/sdk'",
     )
     actions: dict[str, Action] = Field(default_factory=dict, description="named actions the agent may run")
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="resource limits per process")
