@@ -62,7 +62,8 @@ class AgentRun:
         self.context = ToolContext(
             worktree=request.worktree, scratch_dir=request.scratch_dir, sandbox=request.sandbox,
             actions=actions, memory_sink=memory_sink or jsonl_sink(request.scratch_dir, self.clock),
-            env=request.env, max_output_bytes=options.max_tool_output_bytes, run_id=request.run_id,
+            env=request.env, max_output_bytes=options.max_tool_output_bytes, limits=request.limits,
+            run_id=request.run_id,
             iteration=request.iteration)
         self.tools = tool_specs(actions)
         system = options.system_prompt.replace("{actions}", ", ".join(sorted(actions)) or "none configured")

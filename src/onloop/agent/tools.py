@@ -124,6 +124,7 @@ class ToolContext:
     memory_sink: MemorySink
     env: Mapping[str, str] = field(default_factory=dict)
     max_output_bytes: int = 20_000
+    limits: Limits = Limits()  # the policy's resource limits, for the actions the agent runs
     run_id: str = ""
     iteration: int = 0
     action_runs: int = 0
@@ -183,7 +184,7 @@ def _run_action(context: ToolContext, args: RunActionArgs) -> str:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     spec = ProcessSpec(argv=action.argv, cwd=context.worktree, env=dict(context.env), timeout=action.timeout,
                        writable=(context.worktree,), network=action.network, label=f"action:{args.name}",
-                       limits=Limits(output_bytes=50_000_000))
+                       limits=context.limits if context.limits.output_bytes else Limits(output_bytes=50_000_000))
     result = run_process(spec, context.sandbox, log_path=log_path)
     output = log_path.read_bytes().decode("utf-8", "replace")
     status = "timed out" if result.timed_out else f"exit code {result.exit_code}"

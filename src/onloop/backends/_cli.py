@@ -85,6 +85,7 @@ def run_cli(
         stdin=stdin,
         writable=(request.scratch_dir, *writable),
         network=True,  # the agent needs its model; the sandbox narrows it to what the policy allows
+        limits=request.limits,
         label="agent",
     )
 

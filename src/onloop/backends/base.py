@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from onloop.process import Sandbox
+from onloop.process import Limits, Sandbox
 from onloop.usage import Cost, Usage
 
 
@@ -71,6 +71,7 @@ class AgentRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     budget_remaining_usd: Decimal | None = None
     on_event: EventSink | None = None
+    limits: Limits = Limits()  # the policy's resource limits, applied to the agent and what it runs
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,13 @@ Traps handled (see shared/research/agent-clis.md, all observed on a real binary)
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from onloop.backends import ratelimits
 from onloop.backends._cli import agent_env, json_line, pass_secret, replay_log, resolve_command, run_cli
 from onloop.backends.base import (
     AgentEvent,
@@ -30,14 +29,13 @@ from onloop.backends.base import (
     BackendSpec,
     Capabilities,
 )
+from onloop.clock import Clock, SystemClock
 from onloop.errors import ConfigError
 from onloop.usage import Cost, CostSource, Usage
 
 CAPABILITIES = Capabilities(
     structured_events=True, token_usage=True, cost=True, resume=True, permission_control=True
 )
-_USAGE_LIMIT = re.compile(r"usage limit reached\|(\d{9,})", re.IGNORECASE)
-_RATE_WORDS = re.compile(r"rate.?limit|usage limit|429|overloaded_error|too many requests", re.IGNORECASE)
 
 
 class ClaudeOptions(BaseModel):
@@ -117,8 +115,9 @@ def create(spec: BackendSpec) -> ClaudeCodeBackend:
 class ClaudeStreamParser:
     """Parses Claude Code's stream-json lines (system, assistant, user, result)."""
 
-    def __init__(self, *, trust_cost: bool = True) -> None:
+    def __init__(self, *, trust_cost: bool = True, clock: Clock | None = None) -> None:
         self.trust_cost = trust_cost
+        self.clock: Clock = clock or SystemClock()  # "try again in 5s" is relative to when it was read
         self.session_id: str | None = None
         self.model: str | None = None
         self.events = 0
@@ -201,8 +200,9 @@ class ClaudeStreamParser:
         if result.get("subtype") == "error_max_turns":
             return AgentResult(AgentStatus.MAX_TURNS, text, cost=cost, error=error, permission_denials=denials,
                                **common)
-        reset = _reset_time(cli_text)
-        if result.get("api_error_status") == 429 or reset is not None or _RATE_WORDS.search(cli_text):
+        hit = ratelimits.detect(cli_text, self.clock.now())
+        reset = hit.reset if hit else None
+        if result.get("api_error_status") == 429 or hit is not None:
             return AgentResult(
                 AgentStatus.RATE_LIMITED, text, cost=cost, error=error, rate_limit_reset=reset, **common
             )
@@ -217,16 +217,6 @@ class ClaudeStreamParser:
             return Cost(Decimal(str(raw)), CostSource.REPORTED)
         except InvalidOperation:
             return Cost.unknown()
-
-
-def _reset_time(text: str) -> datetime | None:
-    match = _USAGE_LIMIT.search(text)
-    if match:
-        return datetime.fromtimestamp(int(match.group(1)), UTC)
-    match = re.search(r"(?:retry|try again) (?:after|in) (\d+) ?s", text, re.IGNORECASE)
-    if match:
-        return datetime.now(UTC) + timedelta(seconds=int(match.group(1)))
-    return None
 
 
 def _usage(raw: dict[str, Any]) -> Usage:

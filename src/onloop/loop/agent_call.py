@@ -17,6 +17,7 @@ from onloop.backends import AgentBackend, AgentEvent, AgentRequest, AgentResult,
 from onloop.errors import StopRun
 from onloop.loop import rules
 from onloop.loop.stop import StopReason
+from onloop.policy.sandbox import limits_from_policy
 from onloop.store import runs as store
 from onloop.usage import Usage
 
@@ -73,6 +74,7 @@ def _request(ctx: IterationContext, n: int, attempt: int, prompt: str, env: dict
         prompt=prompt, worktree=ctx.worktree, log_path=transcript, scratch_dir=scratch, sandbox=ctx.sandbox,
         timeout=min(ctx.config.run.agent_timeout, remaining_time), run_id=ctx.row.id, iteration=n,
         attempt=attempt, env=env, budget_remaining_usd=remaining_money, on_event=on_event,
+        limits=limits_from_policy(ctx.config.policy),
     )
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from onloop.testing.scenario import Edit, Step, load_scenario
-from onloop.testing.scripted_agent import _apply, _update_plan
+from onloop.testing.scripted_agent import apply_edit, update_plan
 
 DEFAULT_MARKER = "<onloop:done/>"
 CHILD_PID_FILE = "fake-agent-child.pid"
@@ -103,7 +103,7 @@ def run(cli: FakeCli, step: Step, iteration: int, attempt: int, marker: str) -> 
         cli.edited(edit, _try_apply(edit))
     for argv in step.commands:
         cli.ran(argv, *_run(argv))
-    _update_plan(step)
+    update_plan(step)
     if step.crash == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if step.delay:
@@ -118,7 +118,7 @@ def run(cli: FakeCli, step: Step, iteration: int, attempt: int, marker: str) -> 
 
 def _try_apply(edit: Edit) -> str | None:
     try:
-        _apply(edit)
+        apply_edit(edit)
     except OSError as exc:
         return str(exc)
     return None

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         _do_edit(out, edit, number, per_turn)
     for number, command in enumerate(step.commands):
         _run_command(out, command, number, per_turn)
-    _update_plan(step)
+    update_plan(step)
     if step.crash == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if step.delay:
@@ -128,14 +128,14 @@ def _do_edit(out: Emitter, edit: Edit, number: int, usage: dict[str, int]) -> No
     name = "Write" if edit.write is not None or edit.append is not None else "Edit"
     out.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": {"file_path": edit.path}}], usage)
     try:
-        _apply(edit)
+        apply_edit(edit)
     except OSError as exc:
         out.tool_result(tool_id, f"Error: {exc}", is_error=True)
         return
     out.tool_result(tool_id, f"Edited {edit.path}")
 
 
-def _apply(edit: Edit) -> None:
+def apply_edit(edit: Edit) -> None:
     path = Path(edit.path)
     if edit.delete:
         path.unlink()
@@ -169,7 +169,7 @@ def _run_command(out: Emitter, argv: tuple[str, ...], number: int, usage: dict[s
     out.tool_result(tool_id, text, is_error=failed)
 
 
-def _update_plan(step: Step) -> None:
+def update_plan(step: Step) -> None:
     plan = Path("IMPLEMENTATION_PLAN.md")
     if not (step.plan_check or step.plan_add) or not plan.exists():
         return

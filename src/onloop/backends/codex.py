@@ -1,0 +1,299 @@
+"""OpenAI Codex (`codex exec --json`), the prompt on stdin.
+
+argv: ``codex exec --json --ephemeral -s workspace-write --skip-git-repo-check -C <worktree>
+-o <scratch>/codex-last-message.txt -c approval_policy="never" -c sandbox_workspace_write...=true
+-c shell_environment_policy.inherit="core" [-m model] -``. The trailing ``-`` makes Codex read the
+prompt from stdin; onloop writes it and closes the pipe, so Codex never waits for "additional input".
+``--trust`` is never passed: an untrusted repository's own `.codex/config.toml` is then ignored, which
+is what keeps a repository from loosening its own sandbox.
+
+`CODEX_HOME` is a directory onloop owns, per backend (option `codex_home`, default
+`<ONLOOP_HOME>/codex-home/<backend name>`), holding a `config.toml` onloop regenerates before every
+run (the provider for a custom `base_url`, the approval policy, the sandbox settings). It must not be
+under /tmp: Codex refuses to create its helper binaries under a temporary directory, and every
+sandboxed command then fails with ``bwrap: execvp codex-linux-sandbox: No such file or directory``
+(observed with codex-cli 0.169.0). Log in once with ``CODEX_HOME=<that dir> codex login`` to use a
+ChatGPT plan, or name the key's environment variable in `api_key_env`.
+
+Traps handled (all observed on a real binary, see shared/research/agent-clis.md):
+- an unreachable endpoint prints ``{"type":"error","message":"Reconnecting..."}`` forever and never
+  exits: those lines are recorded, never treated as the end; the run's timeout kills the process group;
+- an ``item.completed`` of type ``error`` can be a mere warning (unknown model metadata), not a failure;
+- there is no dollar figure: usage comes from every ``turn.completed`` (summed), the cost from
+  `_adapters.price` (the options' `prices`, else the model's list price, else unknown; always unknown
+  behind a custom `base_url` without `prices`);
+- usage limits arrive as ``error`` + ``turn.failed`` ("You've hit your usage limit ... try again at
+  ...", or "exceeded retry limit, last status: 429"): that is RATE_LIMITED with the reset time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from onloop.backends import ratelimits
+from onloop.backends._adapters import backend_home, is_under_tmp, price, short
+from onloop.backends._cli import agent_env, json_line, pass_secret, replay_log, resolve_command, run_cli
+from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
+from onloop.backends.claude_code import parse_options
+from onloop.clock import Clock, SystemClock
+from onloop.models.config import Prices
+from onloop.usage import Cost, Usage
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(structured_events=True, token_usage=True, cost=False, resume=False)
+LOCAL_KEY_VAR = "ONLOOP_CODEX_API_KEY"
+_LAST_MESSAGE = "codex-last-message.txt"
+_TOOL_ITEMS = frozenset({"command_execution", "file_change", "mcp_tool_call", "web_search", "todo_list"})
+
+
+class CodexOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: list[str] | None = Field(None, description="argv prefix instead of `codex` on PATH")
+    model: str | None = Field(None, description="-m (also used to price the tokens)")
+    base_url: str | None = Field(None, description="an OpenAI Responses-compatible endpoint (a custom provider)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key to pass")
+    wire_api: Literal["responses"] = Field("responses", description="the provider's wire API (Codex knows one)")
+    codex_home: str | None = Field(None, description="CODEX_HOME (default <ONLOOP_HOME>/codex-home/<name>)")
+    sandbox: Literal["read-only", "workspace-write"] = Field("workspace-write", description="-s")
+    network_access: bool = Field(False, description="sandbox_workspace_write.network_access")
+    prices: Prices | None = Field(None, description="USD per million tokens, to price a local model")
+    extra_args: list[str] = Field(default_factory=list, description="more `codex exec` arguments, as given")
+
+
+class CodexBackend:
+    capabilities = CAPABILITIES
+
+    def __init__(self, name: str, options: CodexOptions, clock: Clock | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.clock = clock or SystemClock()
+        self.home = backend_home("codex-home", name, options.codex_home)
+        if is_under_tmp(self.home):
+            log.warning("backend %s: CODEX_HOME %s is under a temporary directory; Codex's sandboxed "
+                        "commands fail there (set backends.%s.codex_home)", name, self.home, name)
+
+    def argv(self, request: AgentRequest) -> list[str]:
+        o = self.options
+        argv = resolve_command(o.command, "codex")
+        argv += ["exec", "--json", "--ephemeral", "-s", o.sandbox, "--skip-git-repo-check"]
+        argv += ["-C", str(request.worktree), "-o", str(request.scratch_dir / _LAST_MESSAGE)]
+        for override in (
+            'approval_policy="never"',
+            "sandbox_workspace_write.exclude_slash_tmp=true",
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+            f"sandbox_workspace_write.network_access={str(o.network_access).lower()}",
+            'shell_environment_policy.inherit="core"',
+        ):
+            argv += ["-c", override]
+        if o.model:
+            argv += ["-m", o.model]
+        return [*argv, *o.extra_args, "-"]
+
+    def env(self, request: AgentRequest) -> dict[str, str]:
+        self.write_config()
+        env = agent_env(request, {"CODEX_HOME": str(self.home)})
+        if self.options.base_url:
+            if self.options.api_key_env:
+                pass_secret(env, self.options.api_key_env)
+            else:
+                env[LOCAL_KEY_VAR] = "onloop-local"  # a local server wants some key, any key
+        else:
+            pass_secret(env, self.options.api_key_env, target="CODEX_API_KEY")
+        return env
+
+    def write_config(self) -> Path:
+        """(Re)write `$CODEX_HOME/config.toml` atomically; returns its path."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / "config.toml"
+        tmp = path.with_name(f".config.toml.{os.getpid()}")
+        tmp.write_text(render_config(self.name, self.options), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def parser(self) -> CodexStreamParser:
+        o = self.options
+        return CodexStreamParser(
+            now=self.clock.now,
+            price=lambda usage: price(usage, model=o.model, base_url=o.base_url, prices=o.prices),
+            model=o.model,
+        )
+
+    def run(self, request: AgentRequest) -> AgentResult:
+        request.scratch_dir.mkdir(parents=True, exist_ok=True)
+        env = self.env(request)
+        result = run_cli(request, self.argv(request), env, self.parser(), stdin=request.prompt.encode(),
+                         writable=(self.home,))
+        return _with_last_message(result, request.scratch_dir / _LAST_MESSAGE)
+
+    def parse_log(self, log_path: Path) -> AgentResult:
+        return replay_log(self.parser(), log_path)
+
+
+def create(spec: BackendSpec) -> CodexBackend:
+    return CodexBackend(spec.name, parse_options(spec, CodexOptions))
+
+
+def render_config(name: str, o: CodexOptions) -> str:
+    """The `config.toml` onloop gives Codex (strings are JSON-quoted, which TOML reads alike)."""
+    q = json.dumps
+    lines = [f"# Written by onloop for backend {name}; rewritten before every run.",
+             'approval_policy = "never"', f"sandbox_mode = {q(o.sandbox)}"]
+    if o.model:
+        lines.append(f"model = {q(o.model)}")
+    if o.base_url:
+        lines += ['model_provider = "onloop"', "", "[model_providers.onloop]", f"name = {q('onloop ' + name)}",
+                  f"base_url = {q(o.base_url)}", f"env_key = {q(o.api_key_env or LOCAL_KEY_VAR)}",
+                  f"wire_api = {q(o.wire_api)}"]
+    lines += ["", "[sandbox_workspace_write]", f"network_access = {str(o.network_access).lower()}",
+              "exclude_slash_tmp = true", "exclude_tmpdir_env_var = true",
+              "", "[shell_environment_policy]", 'inherit = "core"', ""]
+    return "\n".join(lines)
+
+
+def _with_last_message(result: AgentResult, path: Path) -> AgentResult:
+    """Fill in the final message from `-o` when the stream had no agent_message (cut off, say)."""
+    if result.final_message or not path.is_file():
+        return result
+    return replace(result, final_message=path.read_text(encoding="utf-8", errors="replace").strip())
+
+
+class CodexStreamParser:
+    """Parses `codex exec --json` lines: thread, turn and item events (unknown types are ignored)."""
+
+    def __init__(self, *, now: Callable[[], datetime], price: Callable[[Usage], Cost], model: str | None = None):
+        self.now = now
+        self.price = price
+        self.model = model
+        self.session_id: str | None = None
+        self.events = 0
+        self.usage = Usage()
+        self.turns_completed = 0
+        self.last_message = ""
+        self.failure: str | None = None  # the message of the last turn.failed
+        self.errors: list[str] = []  # top-level error lines (reconnects, limits) and warning items
+        self.started: set[str] = set()
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        obj = json_line(line)
+        if obj is None:
+            return []
+        events = self._events(obj)
+        self.events += len(events)
+        return events
+
+    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        kind = obj.get("type")
+        if kind == "thread.started":
+            self.session_id = str(obj.get("thread_id") or "") or self.session_id
+            return [AgentEvent("system", f"thread {self.session_id}", obj)]
+        if kind in ("item.started", "item.completed"):
+            item = obj.get("item")
+            return self._item(item, completed=kind == "item.completed") if isinstance(item, dict) else []
+        if kind == "turn.completed":
+            return self._turn_completed(obj)
+        if kind == "turn.failed":
+            error = obj.get("error") or {}
+            self.failure = str(error.get("message") if isinstance(error, dict) else error) or "turn failed"
+            return [self._error_event(self.failure, obj)]
+        if kind == "error":
+            message = str(obj.get("message", ""))
+            self.errors.append(message)
+            return [self._error_event(message, obj)]
+        return []  # turn.started, item.updated and types newer than this adapter
+
+    def _item(self, item: dict[str, Any], *, completed: bool) -> list[AgentEvent]:
+        item_type = str(item.get("type", ""))
+        item_id = str(item.get("id", ""))
+        if item_type == "agent_message" and completed:
+            self.last_message = str(item.get("text", ""))
+            return [AgentEvent("message", short(self.last_message), item)]
+        if item_type == "error" and completed:  # a warning: the turn goes on
+            self.errors.append(str(item.get("message", "")))
+            return [AgentEvent("error", short(str(item.get("message", ""))), item)]
+        if item_type not in _TOOL_ITEMS:
+            return []  # reasoning and unknown item types: kept in the raw log only
+        events = []
+        if item_id not in self.started:
+            self.started.add(item_id)
+            events.append(AgentEvent("tool_call", _tool_summary(item), item))
+        if completed:
+            events.append(AgentEvent("tool_result", _result_summary(item), item))
+        return events
+
+    def _turn_completed(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        raw = obj.get("usage") or {}
+        usage = Usage(
+            input_tokens=int(raw.get("input_tokens") or 0),
+            output_tokens=int(raw.get("output_tokens") or 0),
+            cached_input_tokens=int(raw.get("cached_input_tokens") or 0),
+        )
+        self.usage += usage
+        self.turns_completed += 1
+        self.failure = None  # a later turn that completes supersedes an earlier failure
+        return [AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out", raw)]
+
+    def _error_event(self, message: str, obj: dict[str, Any]) -> AgentEvent:
+        return AgentEvent("rate_limit" if ratelimits.is_rate_limit(message) else "error", short(message), obj)
+
+    def finish(self, *, exit_code: int | None, timed_out: bool, log_path: Path | None) -> AgentResult:
+        common: dict[str, Any] = {
+            "events": self.events, "usage": self.usage, "cost": self.price(self.usage),
+            "session_id": self.session_id, "exit_code": exit_code, "raw_log_path": log_path, "model": self.model,
+        }
+        text = self.last_message
+        if timed_out:
+            return AgentResult(AgentStatus.TIMEOUT, text, error=_timeout_reason(self.errors), **common)
+        failure = self.failure
+        if failure is None and exit_code is not None and exit_code > 0:
+            failure = self.errors[-1] if self.errors else f"codex exited with status {exit_code}"
+        if failure is not None:
+            hit = ratelimits.detect(failure, self.now())
+            if hit is not None:
+                return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset,
+                                   **common)
+            return AgentResult(AgentStatus.FAILED, text, error=failure[:300], **common)
+        if exit_code is not None and exit_code < 0:
+            return AgentResult(AgentStatus.CRASHED, text, error=f"codex killed by signal {-exit_code}", **common)
+        if self.turns_completed == 0:
+            return AgentResult(AgentStatus.CRASHED, text, error="no turn.completed event", **common)
+        return AgentResult(AgentStatus.OK, text, **common)
+
+
+def _timeout_reason(errors: list[str]) -> str:
+    if errors and "reconnecting" in errors[-1].lower():
+        return f"agent timed out while Codex was reconnecting: {errors[-1][:200]}"
+    return "agent timed out"
+
+
+def _tool_summary(item: dict[str, Any]) -> str:
+    item_type = item.get("type")
+    if item_type == "command_execution":
+        return f"exec {short(str(item.get('command', '')), 160)}"
+    if item_type == "file_change":
+        changes = item.get("changes") or []
+        paths = ", ".join(f"{c.get('kind', '?')} {c.get('path', '?')}" for c in changes if isinstance(c, dict))
+        return f"edit {short(paths, 160)}"
+    if item_type == "mcp_tool_call":
+        return f"mcp {item.get('server', '?')}.{item.get('tool', '?')}"
+    if item_type == "web_search":
+        return f"web_search {short(str(item.get('query', '')), 160)}"
+    return f"todo_list ({len(item.get('items') or [])} items)"
+
+
+def _result_summary(item: dict[str, Any]) -> str:
+    status = str(item.get("status", "completed"))
+    if item.get("type") == "command_execution":
+        output = short(str(item.get("aggregated_output", "")), 160)
+        return f"exit {item.get('exit_code')} ({status}): {output}"
+    return f"{item.get('type')} {status}"

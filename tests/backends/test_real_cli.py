@@ -1,0 +1,116 @@
+"""Opt-in: the real agent CLIs against onloop's fake model server, through their adapters.
+
+Skipped unless the binary is on PATH and ONLOOP_REAL_CLI_TESTS=1. The model is always the fake server
+on 127.0.0.1, so these never leave the machine; they check that the argv, environment and generated
+config of each adapter still work with the installed version of the CLI, and that its parser reads
+what that version prints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backendhelpers import Harness
+
+from onloop.backends.aider import AiderBackend, AiderOptions
+from onloop.backends.base import AgentStatus
+from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions
+from onloop.backends.codex import CodexBackend, CodexOptions
+from onloop.backends.opencode import OpencodeBackend, OpencodeOptions
+from onloop.safety import allow_real_calls
+from onloop.testing.fake_model_server import FakeModelServer, Turn, tool_call
+from onloop.usage import CostSource
+
+pytestmark = pytest.mark.real_cli
+FIXED = '"""Tiny calculator module used as an agent playground."""\n\n\ndef add(a, b):\n    return a + b\n'
+
+
+def require(binary: str) -> str:
+    found = shutil.which(binary)
+    if found is None or os.environ.get("ONLOOP_REAL_CLI_TESTS") != "1":
+        pytest.skip(f"needs {binary} on PATH and ONLOOP_REAL_CLI_TESTS=1")
+    return found
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A state dir outside /tmp (Codex refuses helper binaries under a temporary directory)."""
+    path = Path.home() / ".cache" / "onloop-real-cli-tests" / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_real_codex(harness: Harness, outside_tmp: Path) -> None:
+    binary = require("codex")
+    turns = [Turn(tool_calls=(tool_call("exec_command", cmd="sed -i 's/a - b/a + b/' calc.py"),)),
+             Turn(text="Fixed add().")]
+    with FakeModelServer(turns, default=Turn(text="ok")) as server, allow_real_calls():
+        backend = CodexBackend("codex", CodexOptions(command=[binary], model="fake-model",
+                                                     base_url=server.openai_base_url, codex_home=str(outside_tmp)))
+        result = backend.run(harness.request(timeout=120))
+    assert result.status is AgentStatus.OK, result.error
+    assert result.final_message == "Fixed add()."
+    assert result.usage.input_tokens > 0 and result.session_id
+    assert "a + b" in (harness.repo / "calc.py").read_text()
+
+
+def test_real_claude(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    binary = require("claude")
+    monkeypatch.setenv("ONLOOP_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    edit = tool_call("Edit", file_path=str(harness.repo / "calc.py"), old_string="return a - b",
+                     new_string="return a + b")
+    read = tool_call("Read", file_path=str(harness.repo / "calc.py"))  # Claude Code edits only what it read
+    turns = [Turn(tool_calls=(read,)), Turn(tool_calls=(edit,)), Turn(text="Fixed add().")]
+    with FakeModelServer(turns, default=Turn(text="ok")) as server, allow_real_calls():
+        backend = ClaudeCodeBackend("claude", ClaudeOptions(command=[binary], model="fake-claude", base_url=server.url,
+                                                            api_key_env="ONLOOP_TEST_ANTHROPIC_KEY"))
+        result = backend.run(harness.request(timeout=120, env={"HOME": str(harness.root)}))
+    assert result.status is AgentStatus.OK, result.error
+    assert result.final_message == "Fixed add()."
+    assert result.cost.source is CostSource.UNKNOWN  # a custom base_url: Claude's own dollars mean nothing
+    assert "a + b" in (harness.repo / "calc.py").read_text()
+
+
+def test_real_aider(harness: Harness) -> None:
+    binary = require("aider")
+    reply = f"Fixed.\n\ncalc.py\n```\n{FIXED}```\n"
+    with FakeModelServer([Turn(text=reply)], default=Turn(text="fix: add")) as server, allow_real_calls():
+        backend = AiderBackend("aider", AiderOptions(command=[binary], model="openai/fake-model",
+                                                     base_url=server.openai_base_url, edit_format="whole",
+                                                     files=["calc.py"]))
+        result = backend.run(harness.request(timeout=180))
+    assert result.status is AgentStatus.OK, result.error
+    assert result.usage.input_tokens > 0
+    assert (harness.repo / "calc.py").read_text() == FIXED
+
+
+def test_real_opencode(harness: Harness, outside_tmp: Path) -> None:
+    binary = require("opencode")
+    edit = tool_call("edit", filePath=str(harness.repo / "calc.py"), oldString="    return a - b",
+                     newString="    return a + b")
+    # opencode first asks, without tools, for a title for the session; then it does the work.
+    turns = [Turn(text="Fix add()"), Turn(tool_calls=(edit,)), Turn(text="Fixed add().")]
+    with FakeModelServer(turns, default=Turn(text="Fix")) as server, allow_real_calls():
+        backend = OpencodeBackend("opencode", OpencodeOptions(command=[binary], model="fake-model",
+                                                              base_url=server.openai_base_url,
+                                                              config_home=str(outside_tmp)))
+        result = backend.run(harness.request(timeout=180))
+    assert result.status is AgentStatus.OK, result.error
+    assert result.final_message == "Fixed add()."
+    assert "a + b" in (harness.repo / "calc.py").read_text()
+
+
+def test_real_codex_against_a_dead_endpoint_is_killed_by_the_timeout(harness: Harness, outside_tmp: Path) -> None:
+    binary = require("codex")
+    with allow_real_calls():
+        backend = CodexBackend("codex", CodexOptions(command=[binary], model="fake-model",
+                                                     base_url="http://127.0.0.1:9/v1", codex_home=str(outside_tmp)))
+        result = backend.run(harness.request(timeout=8))
+    assert result.status is AgentStatus.TIMEOUT
+    assert "reconnecting" in (result.error or "").lower()
