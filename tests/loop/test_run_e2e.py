@@ -324,3 +324,15 @@ def test_sandbox_none_is_loud_and_recorded(make_repo, tmp_path: Path, db: Databa
     warnings = [e for e in store.events_after(db, outcome.run_id) if e["kind"] == "warning"]
     assert warnings and "SANDBOX DISABLED" in warnings[0]["message"]
     assert {r["sandbox"] for r in receipts(db, outcome.run_id)} == {"none"}
+
+
+def test_no_usable_sandbox_refuses_to_run(make_repo, tmp_path: Path, db: Database,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONLOOP_BWRAP", str(tmp_path / "no-such-bwrap"))
+    repo = workspace(make_repo, tmp_path, Scenario((feature("one", "first"),)))
+
+    outcome = start_run(repo, db=db)
+
+    assert (outcome.reason, outcome.exit_code, outcome.iterations) == (StopReason.BLOCKED, 16, 0)
+    assert "apt-get install bubblewrap" in outcome.detail
+    assert not any(e["kind"] == "agent_system" for e in store.events_after(db, outcome.run_id))

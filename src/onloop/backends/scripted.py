@@ -25,6 +25,7 @@ class ScriptedOptions(BaseModel):
 
     scenario: str = Field(description="path of the scenario file (TOML or JSON), relative to the workspace")
     done_marker: str = Field("<onloop:done/>", description="the marker a completion claim carries")
+    base_url: str | None = Field(None, description="model endpoint, passed as ANTHROPIC_BASE_URL like Claude Code")
 
 
 class ScriptedBackend(ClaudeCodeBackend):
@@ -41,6 +42,8 @@ class ScriptedBackend(ClaudeCodeBackend):
 
     def run(self, request: AgentRequest) -> AgentResult:
         env = agent_env(request)
+        if self.scripted.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.scripted.base_url
         return run_cli(request, self.argv(request), env, ClaudeStreamParser(), stdin=request.prompt.encode())
 
     def parse_log(self, log_path: Path) -> AgentResult:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from onloop.clock import Clock, SystemClock
 from onloop.config import CONFIG_FILE, Config, load_config
-from onloop.loop.engine import Engine, RunOutcome, SandboxFactory, apply_overrides
+from onloop.loop.engine import Engine, RunOutcome, SandboxFactory, apply_overrides, preflight
 from onloop.loop.events import QuietReporter, Reporter
 from onloop.loop.recovery import recover_interrupted
 from onloop.loop.setup import check_resumable, create_run, frozen_config
@@ -24,6 +24,7 @@ def start_run(workspace: Path, *, db: Database | None = None, config: Config | N
     clock = clock or SystemClock()
     root = repo_root(workspace)
     config = apply_overrides(config or load_config(root / CONFIG_FILE), **overrides)
+    preflight(config, root)
     row = create_run(db, root, config, clock)
     engine = Engine(db, row, config, clock, reporter or QuietReporter(), sandbox_factory or SandboxFactory())
     return engine.execute()

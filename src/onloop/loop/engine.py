@@ -25,7 +25,7 @@ import onloop
 from onloop.backends import AgentBackend, BackendSpec, create_backend
 from onloop.clock import Clock, utc_iso
 from onloop.config import Config, RunConfig
-from onloop.errors import GuardrailError, StopRun
+from onloop.errors import ConfigError, GuardrailError, OnloopError, StopRun
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.baseline import load_baseline, take_baseline
@@ -83,6 +83,7 @@ class Engine:
     def execute(self) -> RunOutcome:
         started = self.clock.monotonic()
         elapsed_at_start = self.state.elapsed_seconds
+        sandbox: Sandbox | None = None
         try:
             with _sigterm_interrupts():
                 store.update_run(self.db, self.row.id, {"status": "running", "pid": os.getpid()})
@@ -94,9 +95,16 @@ class Engine:
             reason, detail = stop.reason, stop.detail
         except GuardrailError as exc:
             reason, detail = StopReason.BLOCKED, str(exc)
+        except OnloopError as exc:  # a failure of onloop itself (git, store, config): recorded, resumable
+            self._stop(StopReason.INTERRUPTED, f"stopped by an error: {exc}")
+            raise
         except (KeyboardInterrupt, Interrupted):
             reason, detail = StopReason.INTERRUPTED, "stopped by a signal; resume with `onloop run --resume`"
             self._mark_interrupted()
+        finally:
+            close = getattr(sandbox, "close", None)
+            if close is not None:
+                close()  # stops the model bridge and releases the sandbox's cgroup
         self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
         self._consolidate_memory()
         return self._stop(reason, detail)
@@ -175,7 +183,28 @@ class SandboxFactory:
         # on them, and a virtualenv or a checkout may live under a directory the sandbox hides.
         readable = [*config.policy.readable, sys.prefix, str(Path(onloop.__file__).resolve().parent.parent)]
         policy = config.policy.model_copy(update={"readable": readable})
-        return sandbox_for(policy, worktree, common_git_dir(worktree), (paths.scratch, paths.logs))
+        return sandbox_for(policy, worktree, common_git_dir(worktree), (paths.scratch, paths.logs),
+                           model_endpoint=model_endpoint(config))
+
+
+def model_endpoint(config: Config) -> str | None:
+    """The one endpoint `network = "model-only"` lets through: the run's backend's `base_url`."""
+    if config.policy.network != "model-only":
+        return None
+    options = config.backend_config(config.run.backend).model_dump()
+    base_url = options.get("base_url")
+    if not base_url:
+        raise ConfigError("policy.network = \"model-only\" needs the backend's base_url (the model endpoint "
+                          "to let through)", key=f"backends.{config.run.backend}.base_url")
+    return str(base_url)
+
+
+def preflight(config: Config, workspace: Path) -> None:
+    """Operator mistakes that would only show once a run exists: found before creating one."""
+    for name in filter(None, (config.run.backend, config.run.fallback_backend)):
+        cfg = config.backend_config(name)
+        create_backend(BackendSpec(name, cfg.kind, cfg.model_dump(), workspace))
+    model_endpoint(config)
 
 
 def apply_overrides(config: Config, **overrides: object) -> Config:
