@@ -33,7 +33,7 @@ open("probe.txt", "w").write("\\n".join(results) + "\\n")
 
 
 class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(self.server.reply)  # type: ignore[attr-defined]
