@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider -n 2 "$@"
