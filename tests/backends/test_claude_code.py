@@ -15,6 +15,8 @@ from onloop.backends import create_backend
 from onloop.backends.base import AgentStatus
 from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions, ClaudeStreamParser, create
 from onloop.errors import ConfigError
+from onloop.policy.agent_cli import prepare_claude
+from onloop.policy.model import Policy
 from onloop.safety import RealCallBlocked
 from onloop.usage import CostSource, Usage
 
@@ -125,10 +127,19 @@ def test_truncated_log_recovers_the_streamed_usage(tmp_path: Path) -> None:
 
 
 def test_argv_and_options(harness: Harness, tmp_path: Path) -> None:
-    argv = backend(command=["claude-bin"], max_turns=7).argv(harness.request())
+    request = harness.request()
+    setup = prepare_claude(Policy(), request.worktree, request.scratch_dir)
+    argv = backend(command=["claude-bin"], max_turns=7).argv(request, setup)
     assert argv[:5] == ["claude-bin", "-p", "--output-format", "stream-json", "--verbose"]
     assert argv[argv.index("--setting-sources") + 1] == "user"
     assert argv[argv.index("--max-turns") + 1] == "7"
+    settings = json.loads(Path(argv[argv.index("--settings") + 1]).read_text())
+    assert settings["sandbox"]["enabled"] is True and settings["sandbox"]["failIfUnavailable"] is True
+    assert settings["sandbox"]["allowUnsandboxedCommands"] is False
+    hook = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    assert str(setup.guard_file) in hook and not setup.guard_file.is_relative_to(request.worktree)
+    with pytest.raises(ConfigError, match="switches off"):
+        backend(command=["claude-bin"], extra_args=["--dangerously-skip-permissions"]).argv(request, setup)
     with pytest.raises(ConfigError) as err:
         create(spec("claude_code", {"max_turns": 0}, tmp_path, name="cc"))
     assert err.value.key == "backends.cc.max_turns"

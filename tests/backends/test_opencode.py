@@ -122,7 +122,8 @@ def test_argv_env_and_config(harness: Harness, tmp_path: Path) -> None:
     assert config["provider"]["onloop"]["options"] == {"baseURL": "http://127.0.0.1:9/v1",
                                                        "apiKey": "{env:ONLOOP_OPENCODE_API_KEY}"}
     assert config["provider"]["onloop"]["models"] == {"fake-model": {"name": "fake-model"}}
-    assert config["permission"] == {"edit": "allow", "bash": "allow", "webfetch": "deny"}
+    # No named actions in the default policy: bash is denied altogether, and so is the web.
+    assert config["permission"] == {"edit": "allow", "bash": {"*": "deny"}, "webfetch": "deny"}
     assert config["autoupdate"] is False and config["share"] == "disabled"
 
 

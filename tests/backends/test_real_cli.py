@@ -114,3 +114,62 @@ def test_real_codex_against_a_dead_endpoint_is_killed_by_the_timeout(harness: Ha
         result = backend.run(harness.request(timeout=8))
     assert result.status is AgentStatus.TIMEOUT
     assert "reconnecting" in (result.error or "").lower()
+
+
+def test_real_claude_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole stack: onloop's bwrap sandbox with model-only network around the real Claude Code (with
+    its own sandbox and onloop's guard hook inside), the fake model behind the bridge, gates and audit."""
+    from onloop.loop.api import start_run
+    from onloop.loop.stop import StopReason
+    from onloop.store import runs as store
+    from onloop.store.db import Database
+    from onloop.testing import Scenario
+    from tests.loop.helpers import workspace
+
+    binary = require("claude")
+    monkeypatch.setenv("ONLOOP_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    worktree_calc = "calc.py"
+    turns = [Turn(tool_calls=(tool_call("Bash", command="rm -rf tests", description="clean up"),)),
+             Turn(tool_calls=(tool_call("Read", file_path=worktree_calc),)),
+             Turn(tool_calls=(tool_call("Edit", file_path=worktree_calc, old_string="return a + b\n",
+                                        new_string="return a + b\n\n\ndef mul(a, b):\n    return a * b\n"),)),
+             Turn(text="Added mul(). <onloop:done/>")]
+    with FakeModelServer(turns, default=Turn(text="ok")) as server, allow_real_calls():
+        extra = (f'[policy]\nnetwork = "model-only"\n\n[backends.claude]\nkind = "claude_code"\n'
+                 f'command = ["{binary}"]\nmodel = "fake-claude"\nbase_url = "{server.url}"\n'
+                 'api_key_env = "ONLOOP_TEST_ANTHROPIC_KEY"\n')
+        repo = workspace(make_repo, tmp_path, Scenario(()), items=[], extra=extra)
+        db = Database.open_default()
+        outcome = start_run(repo, db=db, backend="claude", max_iterations=1)
+    row = store.get_run(db, outcome.run_id)
+    transcript = store.get_iteration(db, row.id, 1)["transcript_path"]
+    receipt = store.get_iteration(db, row.id, 1)["receipt_json"]
+    assert outcome.reason is StopReason.DONE, (receipt, Path(transcript).read_text()[-3000:])
+    assert "def mul" in (Path(row.worktree) / "calc.py").read_text()
+    assert (Path(row.worktree) / "tests" / "test_calc.py").exists(), "the guard hook denied the shell command"
+    assert '"tool_name": "Bash"' in receipt or "Bash" in Path(transcript).read_text().split('"permission_denials"')[-1]
+
+
+def test_real_codex_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, outside_tmp: Path) -> None:
+    """Real Codex with its own sandbox nested inside onloop's bwrap, model-only network, the fake model."""
+    from onloop.loop.api import start_run
+    from onloop.loop.stop import StopReason
+    from onloop.store import runs as store
+    from onloop.store.db import Database
+    from onloop.testing import Scenario
+    from tests.loop.helpers import workspace
+
+    binary = require("codex")
+    patch = "printf '\\n\\ndef mul(a, b):\\n    return a * b\\n' >> calc.py"
+    turns = [Turn(tool_calls=(tool_call("exec_command", cmd=patch),)), Turn(text="Added mul(). <onloop:done/>")]
+    with FakeModelServer(turns, default=Turn(text="ok")) as server, allow_real_calls():
+        extra = (f'[policy]\nnetwork = "model-only"\n\n[backends.codex]\nkind = "codex"\n'
+                 f'command = ["{binary}"]\nmodel = "fake-model"\nbase_url = "{server.openai_base_url}"\n'
+                 f'codex_home = "{outside_tmp}"\n')
+        repo = workspace(make_repo, tmp_path, Scenario(()), items=[], extra=extra)
+        db = Database.open_default()
+        outcome = start_run(repo, db=db, backend="codex", max_iterations=1)
+    row = store.get_run(db, outcome.run_id)
+    transcript = Path(store.get_iteration(db, row.id, 1)["transcript_path"]).read_text()
+    assert outcome.reason is StopReason.DONE, transcript[-3000:]
+    assert "def mul" in (Path(row.worktree) / "calc.py").read_text()

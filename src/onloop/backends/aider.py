@@ -37,6 +37,7 @@ from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentSta
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
 from onloop.models.config import Prices
+from onloop.policy.agent_cli import check_args
 from onloop.usage import Cost, Usage
 
 CAPABILITIES = Capabilities(structured_events=False, token_usage=True, cost=True)
@@ -95,7 +96,9 @@ class AiderBackend:
             argv += ["--edit-format", o.edit_format]
         if o.test_cmd:
             argv += ["--test-cmd", o.test_cmd] + (["--auto-test"] if o.auto_test else [])
-        return [*argv, *o.extra_args, *o.files]
+        argv = [*argv, *o.extra_args, *o.files]
+        check_args("aider", argv)
+        return argv
 
     def env(self, request: AgentRequest) -> dict[str, str]:
         env = agent_env(request, {"LITELLM_LOCAL_MODEL_COST_MAP": "True"})

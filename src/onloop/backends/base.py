@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from onloop.policy.model import Policy
 from onloop.process import Limits, Sandbox
 from onloop.usage import Cost, Usage
 
@@ -118,6 +119,7 @@ class BackendSpec:
     kind: str
     options: Mapping[str, Any]
     workspace: Path
+    policy: Policy = field(default_factory=Policy)  # what the CLI's own permission system is set to
 
 
 BackendFactory = Callable[[BackendSpec], AgentBackend]

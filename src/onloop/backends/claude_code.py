@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,8 @@ from onloop.backends.base import (
 )
 from onloop.clock import Clock, SystemClock
 from onloop.errors import ConfigError
+from onloop.policy.agent_cli import ClaudeSetup, check_args, inner_sandbox_on, prepare_claude
+from onloop.policy.model import Policy
 from onloop.usage import Cost, CostSource, Usage
 
 CAPABILITIES = Capabilities(
@@ -47,9 +49,12 @@ class ClaudeOptions(BaseModel):
     base_url: str | None = Field(None, description="ANTHROPIC_BASE_URL (a local or proxy endpoint)")
     api_key_env: str | None = Field(None, description="environment variable holding the API key to pass")
     allowed_tools: list[str] = Field(
-        default_factory=lambda: ["Read", "Edit", "Write", "Glob", "Grep", "Bash"], description="--allowedTools"
+        default_factory=list, description="--allowedTools beyond what the policy allows (rarely needed)"
     )
     extra_args: list[str] = Field(default_factory=list, description="more arguments, appended as given")
+    inner_sandbox: Literal["auto", "on", "off"] = Field(
+        "auto", description="Claude Code's own sandbox: auto runs it only when onloop's sandbox is off"
+    )
 
 
 def parse_options(spec: BackendSpec, model: type[BaseModel]) -> Any:
@@ -68,48 +73,45 @@ def parse_options(spec: BackendSpec, model: type[BaseModel]) -> Any:
 class ClaudeCodeBackend:
     capabilities = CAPABILITIES
 
-    def __init__(self, name: str, options: ClaudeOptions) -> None:
+    def __init__(self, name: str, options: ClaudeOptions, policy: Policy | None = None) -> None:
         self.name = name
         self.options = options
+        self.policy = policy or Policy()
 
-    def argv(self, request: AgentRequest) -> list[str]:
+    def argv(self, request: AgentRequest, setup: ClaudeSetup) -> list[str]:
         o = self.options
         argv = resolve_command(o.command, "claude")
         argv += ["-p", "--output-format", "stream-json", "--verbose", "--max-turns", str(o.max_turns)]
-        argv += ["--setting-sources", "user", "--no-session-persistence"]
+        argv += list(setup.args)  # --setting-sources user, --settings (sandbox, guard hook), ...
         if o.model:
             argv += ["--model", o.model]
         if o.allowed_tools:
             argv += ["--allowedTools", ",".join(o.allowed_tools)]
-        return argv + list(o.extra_args)
+        argv += list(o.extra_args)
+        check_args("claude", argv)
+        return argv
 
-    def env(self, request: AgentRequest) -> dict[str, str]:
-        config_dir = request.scratch_dir / "claude-config"
-        config_dir.mkdir(parents=True, exist_ok=True)
-        env = agent_env(
-            request,
-            {
-                "CLAUDE_CONFIG_DIR": str(config_dir),
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_AUTOUPDATER": "1",
-                "DISABLE_TELEMETRY": "1",
-            },
-        )
+    def env(self, request: AgentRequest, setup: ClaudeSetup) -> dict[str, str]:
+        env = agent_env(request, setup.env)
         if self.options.base_url:
             env["ANTHROPIC_BASE_URL"] = self.options.base_url
         pass_secret(env, self.options.api_key_env, target="ANTHROPIC_API_KEY")
         return env
 
     def run(self, request: AgentRequest) -> AgentResult:
+        request.scratch_dir.mkdir(parents=True, exist_ok=True)
+        inner = inner_sandbox_on(self.options.inner_sandbox, request.sandbox.name, self.name)
+        setup = prepare_claude(self.policy, request.worktree, request.scratch_dir, sandbox=inner)
         parser = ClaudeStreamParser(trust_cost=self.options.base_url is None)
-        return run_cli(request, self.argv(request), self.env(request), parser, stdin=request.prompt.encode())
+        return run_cli(request, self.argv(request, setup), self.env(request, setup), parser,
+                       stdin=request.prompt.encode())
 
     def parse_log(self, log_path: Path) -> AgentResult:
         return replay_log(ClaudeStreamParser(trust_cost=self.options.base_url is None), log_path)
 
 
 def create(spec: BackendSpec) -> ClaudeCodeBackend:
-    return ClaudeCodeBackend(spec.name, parse_options(spec, ClaudeOptions))
+    return ClaudeCodeBackend(spec.name, parse_options(spec, ClaudeOptions), spec.policy)
 
 
 class ClaudeStreamParser:

@@ -46,6 +46,8 @@ from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentSta
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
 from onloop.models.config import Prices
+from onloop.policy.agent_cli import check_args, inner_sandbox_on
+from onloop.policy.model import Policy
 from onloop.usage import Cost, Usage
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class CodexOptions(BaseModel):
     wire_api: Literal["responses"] = Field("responses", description="the provider's wire API (Codex knows one)")
     codex_home: str | None = Field(None, description="CODEX_HOME (default <ONLOOP_HOME>/codex-home/<name>)")
     sandbox: Literal["read-only", "workspace-write"] = Field("workspace-write", description="-s")
+    inner_sandbox: Literal["auto", "on", "off"] = Field(
+        "auto", description="Codex's own sandbox: auto runs it only when onloop's sandbox is off (it cannot nest)"
+    )
     network_access: bool = Field(False, description="sandbox_workspace_write.network_access")
     prices: Prices | None = Field(None, description="USD per million tokens, to price a local model")
     extra_args: list[str] = Field(default_factory=list, description="more `codex exec` arguments, as given")
@@ -74,9 +79,13 @@ class CodexOptions(BaseModel):
 class CodexBackend:
     capabilities = CAPABILITIES
 
-    def __init__(self, name: str, options: CodexOptions, clock: Clock | None = None) -> None:
+    def __init__(self, name: str, options: CodexOptions, clock: Clock | None = None,
+                 policy: Policy | None = None) -> None:
         self.name = name
         self.options = options
+        self.policy = policy or Policy()
+        # Codex's own sandbox gets network only when the policy gives the agent the full network.
+        self.network = options.network_access and self.policy.network == "full"
         self.clock = clock or SystemClock()
         self.home = backend_home("codex-home", name, options.codex_home)
         if is_under_tmp(self.home):
@@ -86,13 +95,19 @@ class CodexBackend:
     def argv(self, request: AgentRequest) -> list[str]:
         o = self.options
         argv = resolve_command(o.command, "codex")
-        argv += ["exec", "--json", "--ephemeral", "-s", o.sandbox, "--skip-git-repo-check"]
+        check_args("codex", [*argv, *o.extra_args])  # the operator's flags never switch the guardrails off
+        argv += ["exec", "--json", "--ephemeral", "--skip-git-repo-check"]
+        if inner_sandbox_on(o.inner_sandbox, request.sandbox.name, self.name):
+            argv += ["-s", o.sandbox]
+        else:
+            # onloop's bubblewrap is the wall (Codex's own cannot nest inside it); approvals stay "never".
+            argv += ["--dangerously-bypass-approvals-and-sandbox"]
         argv += ["-C", str(request.worktree), "-o", str(request.scratch_dir / _LAST_MESSAGE)]
         for override in (
             'approval_policy="never"',
             "sandbox_workspace_write.exclude_slash_tmp=true",
             "sandbox_workspace_write.exclude_tmpdir_env_var=true",
-            f"sandbox_workspace_write.network_access={str(o.network_access).lower()}",
+            f"sandbox_workspace_write.network_access={str(self.network).lower()}",
             'shell_environment_policy.inherit="core"',
         ):
             argv += ["-c", override]
@@ -117,7 +132,7 @@ class CodexBackend:
         self.home.mkdir(parents=True, exist_ok=True)
         path = self.home / "config.toml"
         tmp = path.with_name(f".config.toml.{os.getpid()}")
-        tmp.write_text(render_config(self.name, self.options), encoding="utf-8")
+        tmp.write_text(render_config(self.name, self.options, network=self.network), encoding="utf-8")
         os.replace(tmp, path)
         return path
 
@@ -141,10 +156,10 @@ class CodexBackend:
 
 
 def create(spec: BackendSpec) -> CodexBackend:
-    return CodexBackend(spec.name, parse_options(spec, CodexOptions))
+    return CodexBackend(spec.name, parse_options(spec, CodexOptions), policy=spec.policy)
 
 
-def render_config(name: str, o: CodexOptions) -> str:
+def render_config(name: str, o: CodexOptions, *, network: bool = False) -> str:
     """The `config.toml` onloop gives Codex (strings are JSON-quoted, which TOML reads alike)."""
     q = json.dumps
     lines = [f"# Written by onloop for backend {name}; rewritten before every run.",
@@ -155,7 +170,7 @@ def render_config(name: str, o: CodexOptions) -> str:
         lines += ['model_provider = "onloop"', "", "[model_providers.onloop]", f"name = {q('onloop ' + name)}",
                   f"base_url = {q(o.base_url)}", f"env_key = {q(o.api_key_env or LOCAL_KEY_VAR)}",
                   f"wire_api = {q(o.wire_api)}"]
-    lines += ["", "[sandbox_workspace_write]", f"network_access = {str(o.network_access).lower()}",
+    lines += ["", "[sandbox_workspace_write]", f"network_access = {str(network).lower()}",
               "exclude_slash_tmp = true", "exclude_tmpdir_env_var = true",
               "", "[shell_environment_policy]", 'inherit = "core"', ""]
     return "\n".join(lines)

@@ -39,6 +39,8 @@ from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
 from onloop.errors import ConfigError
 from onloop.models.config import Prices
+from onloop.policy.agent_cli import opencode_permissions
+from onloop.policy.model import Policy
 from onloop.usage import Cost, Usage
 
 CAPABILITIES = Capabilities(structured_events=True, token_usage=True, cost=True, resume=False)
@@ -58,9 +60,9 @@ class OpencodeOptions(BaseModel):
     config_home: str | None = Field(
         None, description="home of its XDG dirs (default <ONLOOP_HOME>/opencode-home/<name>)"
     )
-    permission: dict[str, str] = Field(
-        default_factory=lambda: {"edit": "allow", "bash": "allow", "webfetch": "deny"},
-        description="opencode's permission block",
+    permission: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more of opencode's permission block; edit, bash and webfetch always come from the policy",
     )
     prices: Prices | None = Field(None, description="USD per million tokens, to price a local model")
     extra_args: list[str] = Field(default_factory=list, description="more `opencode run` arguments, as given")
@@ -69,10 +71,12 @@ class OpencodeOptions(BaseModel):
 class OpencodeBackend:
     capabilities = CAPABILITIES
 
-    def __init__(self, name: str, options: OpencodeOptions, clock: Clock | None = None) -> None:
+    def __init__(self, name: str, options: OpencodeOptions, clock: Clock | None = None,
+                 policy: Policy | None = None) -> None:
         self.name = name
         self.options = options
         self.clock = clock or SystemClock()
+        self.policy = policy or Policy()
         self.home = backend_home("opencode-home", name, options.config_home)
 
     def model_flag(self) -> str | None:
@@ -113,7 +117,7 @@ class OpencodeBackend:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "opencode.json"
         tmp = path.with_name(f".opencode.json.{os.getpid()}")
-        tmp.write_text(json.dumps(render_config(self.name, self.options), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(render_config(self.name, self.options, self.policy), indent=2), encoding="utf-8")
         os.replace(tmp, path)
         return path
 
@@ -140,14 +144,15 @@ def create(spec: BackendSpec) -> OpencodeBackend:
     options: OpencodeOptions = parse_options(spec, OpencodeOptions)
     if options.model and not options.base_url and "/" not in options.model:
         raise ConfigError("needs the form provider/model (or set base_url)", key=f"backends.{spec.name}.model")
-    return OpencodeBackend(spec.name, options)
+    return OpencodeBackend(spec.name, options, policy=spec.policy)
 
 
-def render_config(name: str, o: OpencodeOptions) -> dict[str, Any]:
+def render_config(name: str, o: OpencodeOptions, policy: Policy | None = None) -> dict[str, Any]:
     """The `opencode.json` onloop gives opencode (the API key is read from the environment by opencode)."""
     config: dict[str, Any] = {
         "$schema": "https://opencode.ai/config.json",
-        "permission": dict(o.permission),
+        # bash only for the policy's named actions; the policy wins over the option.
+        "permission": {**o.permission, **opencode_permissions(policy or Policy())},
         "autoupdate": False,
         "share": "disabled",
     }

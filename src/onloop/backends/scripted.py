@@ -34,7 +34,7 @@ class ScriptedBackend(ClaudeCodeBackend):
         self.scripted = options
         self.scenario = scenario
 
-    def argv(self, request: AgentRequest) -> list[str]:
+    def scripted_argv(self, request: AgentRequest) -> list[str]:
         local = request.scratch_dir / ("scenario" + self.scenario.suffix)
         shutil.copyfile(self.scenario, local)
         return [sys.executable, "-m", "onloop.testing.scripted_agent", "--scenario", str(local),
@@ -44,7 +44,7 @@ class ScriptedBackend(ClaudeCodeBackend):
         env = agent_env(request)
         if self.scripted.base_url:
             env["ANTHROPIC_BASE_URL"] = self.scripted.base_url
-        return run_cli(request, self.argv(request), env, ClaudeStreamParser(), stdin=request.prompt.encode())
+        return run_cli(request, self.scripted_argv(request), env, ClaudeStreamParser(), stdin=request.prompt.encode())
 
     def parse_log(self, log_path: Path) -> AgentResult:
         return replay_log(ClaudeStreamParser(), log_path)

@@ -78,7 +78,7 @@ class Engine:
         if cfg.kind == "builtin":
             # The built-in agent's run_action tool may run exactly the policy's named actions.
             options.setdefault("policy_actions", {k: a.model_dump() for k, a in self.config.policy.actions.items()})
-        return create_backend(BackendSpec(name, cfg.kind, options, Path(self.row.workspace)))
+        return create_backend(BackendSpec(name, cfg.kind, options, Path(self.row.workspace), self.config.policy))
 
     def execute(self) -> RunOutcome:
         started = self.clock.monotonic()
@@ -203,7 +203,7 @@ def preflight(config: Config, workspace: Path) -> None:
     """Operator mistakes that would only show once a run exists: found before creating one."""
     for name in filter(None, (config.run.backend, config.run.fallback_backend)):
         cfg = config.backend_config(name)
-        create_backend(BackendSpec(name, cfg.kind, cfg.model_dump(), workspace))
+        create_backend(BackendSpec(name, cfg.kind, cfg.model_dump(), workspace, config.policy))
     model_endpoint(config)
 
 

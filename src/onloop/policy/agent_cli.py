@@ -49,13 +49,31 @@ def action_commands(policy: Policy) -> list[str]:
 # -- Claude Code ----------------------------------------------------------------------------------
 
 
-def claude_settings(policy: Policy, hook_cmd: str) -> dict[str, object]:
-    """The `--settings` JSON: Claude's sandbox required, permissions and the guard hook."""
+def inner_sandbox_on(setting: str, outer: str, agent: str) -> bool:
+    """Whether the CLI's own sandbox runs, given onloop's (`outer`: bwrap or none).
+
+    A CLI's own sandbox is bubblewrap too, and it cannot nest inside onloop's: onloop's drops every
+    capability, and the inner bwrap then fails ("setting up uid map: Operation not permitted", seen with
+    Codex 0.169). So by default ("auto") the inner sandbox runs exactly when onloop's does not. "off"
+    without onloop's sandbox would leave no wall at all, and is refused.
+    """
+    if setting == "on":
+        return True
+    if setting == "off":
+        if outer == "none":
+            raise ConfigError("inner_sandbox = \"off\" needs onloop's sandbox (policy.sandbox = \"bwrap\")",
+                              key=f"backends.{agent}.inner_sandbox")
+        return False
+    return outer == "none"
+
+
+def claude_settings(policy: Policy, hook_cmd: str, *, sandbox: bool = True) -> dict[str, object]:
+    """The `--settings` JSON: Claude's sandbox (required when on), permissions and the guard hook."""
     allow = ["Read", "Edit", "Write", "Glob", "Grep", *(f"Bash({cmd})" for cmd in action_commands(policy))]
     deny = [] if policy.network == "full" else ["WebFetch", "WebSearch"]
     return {
         "sandbox": {
-            "enabled": True,
+            "enabled": sandbox,
             "failIfUnavailable": True,
             "allowUnsandboxedCommands": False,
             "autoAllowBashIfSandboxed": False,
@@ -97,10 +115,11 @@ class ClaudeSetup:
     config_dir: Path
 
 
-def prepare_claude(policy: Policy, worktree: Path, run_dir: Path, *, python: str | None = None) -> ClaudeSetup:
+def prepare_claude(policy: Policy, worktree: Path, run_dir: Path, *, python: str | None = None,
+                   sandbox: bool = True) -> ClaudeSetup:
     """Write the guard and the settings into `run_dir` (outside the worktree) and return what to pass."""
     guard = write_guard(policy, worktree, run_dir)
-    settings = claude_settings(policy, hook_command(guard, python))
+    settings = claude_settings(policy, hook_command(guard, python), sandbox=sandbox)
     settings_file = run_dir / "claude-settings.json"
     settings_file.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     config_dir = run_dir / "claude-config"
