@@ -119,12 +119,13 @@ def test_real_codex_against_a_dead_endpoint_is_killed_by_the_timeout(harness: Ha
 def test_real_claude_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole stack: onloop's bwrap sandbox with model-only network around the real Claude Code (with
     its own sandbox and onloop's guard hook inside), the fake model behind the bridge, gates and audit."""
+    from tests.loop.helpers import workspace
+
     from onloop.loop.api import start_run
     from onloop.loop.stop import StopReason
     from onloop.store import runs as store
     from onloop.store.db import Database
     from onloop.testing import Scenario
-    from tests.loop.helpers import workspace
 
     binary = require("claude")
     monkeypatch.setenv("ONLOOP_TEST_ANTHROPIC_KEY", "sk-ant-test")
@@ -152,12 +153,13 @@ def test_real_claude_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, mo
 
 def test_real_codex_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, outside_tmp: Path) -> None:
     """Real Codex with its own sandbox nested inside onloop's bwrap, model-only network, the fake model."""
+    from tests.loop.helpers import workspace
+
     from onloop.loop.api import start_run
     from onloop.loop.stop import StopReason
     from onloop.store import runs as store
     from onloop.store.db import Database
     from onloop.testing import Scenario
-    from tests.loop.helpers import workspace
 
     binary = require("codex")
     patch = "printf '\\n\\ndef mul(a, b):\\n    return a * b\\n' >> calc.py"
