@@ -114,42 +114,41 @@ def run_process(
     on_line: LineCallback | None = None,
     stderr_path: Path | None = None,
 ) -> ProcessResult:
-    """Run `spec` under `sandbox`, streaming stdout to `log_path` and `on_line`; never raises on exit."""
+    """Run `spec` under `sandbox`, streaming stdout to `log_path` and `on_line`; never raises on exit.
+
+    With `stderr_path`, stderr goes there through its own pump, under the same byte cap as stdout: a
+    process must not be able to flood the disk through the stream nobody reads.
+    """
     argv = sandbox.wrap(spec)
     start = time.monotonic()
-    stderr_file: IO[bytes] | None = stderr_path.open("ab") if stderr_path else None
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=str(spec.cwd),
-            env=sandbox.env_for(spec),
-            stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr_file if stderr_file else subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError:
-        if stderr_file:
-            stderr_file.close()
-        raise
+    proc = subprocess.Popen(
+        argv,
+        cwd=str(spec.cwd),
+        env=sandbox.env_for(spec),
+        stdin=subprocess.PIPE if spec.stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr_path else subprocess.STDOUT,
+        start_new_session=True,
+    )
     killer = _Killer(proc)
     timer = threading.Timer(spec.timeout, killer.kill_for_timeout) if spec.timeout else None
     if timer:
         timer.daemon = True
         timer.start()
+    errors = _pump_in_thread(proc.stderr, spec.limits.output_bytes, stderr_path, killer) if stderr_path else None
     try:
         if spec.stdin is not None and proc.stdin is not None:
             _feed_stdin(proc.stdin, spec.stdin)
-        written, truncated = _pump(proc, spec.limits.output_bytes, log_path, on_line, killer)
+        assert proc.stdout is not None
+        written, truncated = _pump(proc.stdout, spec.limits.output_bytes, log_path, on_line, killer)
         proc.wait()
     finally:
         if timer:
             timer.cancel()
         killer.kill_group_if_alive()
-        if stderr_file:
-            stderr_file.close()
+        if errors is not None:
+            errors.join(timeout=KILL_GRACE_SECONDS * 2)
     code = proc.returncode
-    sig = -code if code is not None and code < 0 else None
     return ProcessResult(
         exit_code=code,
         timed_out=killer.timed_out,
@@ -157,8 +156,15 @@ def run_process(
         output_bytes=written,
         output_truncated=truncated,
         log_path=log_path,
-        signal=sig,
+        signal=-code if code is not None and code < 0 else None,
     )
+
+
+def _pump_in_thread(stream: IO[bytes] | None, cap: int | None, path: Path | None, killer: _Killer) -> threading.Thread:
+    assert stream is not None
+    thread = threading.Thread(target=_pump, args=(stream, cap, path, None, killer), daemon=True)
+    thread.start()
+    return thread
 
 
 def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
@@ -175,21 +181,20 @@ def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
 
 
 def _pump(
-    proc: subprocess.Popen[bytes],
+    stream: IO[bytes],
     cap: int | None,
     log_path: Path | None,
     on_line: LineCallback | None,
     killer: _Killer,
 ) -> tuple[int, bool]:
-    """Copy the child's stdout to the log and the callback; returns (bytes stored, truncated)."""
-    assert proc.stdout is not None
+    """Copy a child's stream to the log and the callback; returns (bytes stored, truncated)."""
     log = log_path.open("ab", buffering=0) if log_path else None
     stored = 0
     truncated = False
     pending = b""
     try:
         while True:
-            chunk = proc.stdout.read1(_CHUNK)  # type: ignore[attr-defined]  # a BufferedReader at runtime
+            chunk = stream.read1(_CHUNK)  # type: ignore[attr-defined]  # a BufferedReader at runtime
             if not chunk:
                 break
             if cap is not None and stored + len(chunk) > cap:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -153,6 +154,17 @@ def is_noise(path: str) -> bool:
 
 def diff_text(worktree: Path, base: str, head: str = "HEAD") -> str:
     return git(worktree, "diff", "--no-color", base, head)
+
+
+def working_diff(worktree: Path, base: str) -> str:
+    """The worktree's changes against `base`, untracked files included, without touching its index."""
+    with tempfile.TemporaryDirectory(prefix="onloop-index-") as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        subprocess.run(["git", "read-tree", base], cwd=worktree, env=env, check=True, capture_output=True)
+        subprocess.run(["git", "add", "-A"], cwd=worktree, env=env, check=True, capture_output=True)
+        done = subprocess.run(["git", "diff", "--cached", "--no-color", base], cwd=worktree, env=env,
+                              capture_output=True, text=True, errors="replace")
+        return done.stdout
 
 
 def show_file(worktree: Path, commit: str, path: str) -> str | None:

@@ -117,17 +117,16 @@ def test_fills_the_disk(variant: str, make_repo, tmp_path: Path, request) -> Non
     classify(request, "blocked")
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: policy.limits.files_written is per file (RLIMIT_FSIZE) and the audit's "
-                   "oversized check is per file too: many files just under the cap fill the disk unbounded, and "
-                   "are committed on the run branch")
 def test_fills_the_disk_with_many_files(make_repo, tmp_path: Path, request) -> None:
     body = ("os.makedirs('cache', exist_ok=True)\n"
             "for i in range(8):\n    open(f'cache/{i}.bin', 'wb').write(b'y' * 900000)")
     attack = Step(message="cached the data", commands=(probe("disk", body),))
 
-    a = run_attack(make_repo, tmp_path, then_benign(attack), extra=policy_toml(limits={"files_written": "1MB"}),
-                   max_iterations=2)
+    # Each file stays under the per-file cap; the iteration's diff budget is what stops the sum.
+    a = run_attack(make_repo, tmp_path, then_benign(attack),
+                   extra=policy_toml(limits={"files_written": "1MB", "diff_bytes": "5MB"}), max_iterations=2)
 
+    assert "oversized_diff" in a.kinds()
     landed = sum(p.stat().st_size for p in (a.worktree / "cache").glob("*")) if (a.worktree / "cache").exists() else 0
     assert landed <= 1_000_000 or a.incidents(), f"{landed:,} bytes written with no limit and no incident"
     classify(request, "blocked")
@@ -157,9 +156,6 @@ def test_floods_output(variant: str, make_repo, tmp_path: Path, request) -> None
     classify(request, "blocked")
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: policy.limits.output caps stdout only; an agent's stderr goes straight "
-                   "to logs/iteration-NNN.transcript.stderr.log with no cap (only files_written, 1 GiB by default, "
-                   "bounds it)")
 def test_floods_stderr(make_repo, tmp_path: Path, request) -> None:
     body = ("fd = os.open(f'/proc/{os.getppid()}/fd/2', os.O_WRONLY)\n"
             "for _ in range(30):\n    os.write(fd, b'e' * 1000000)")

@@ -75,9 +75,6 @@ def test_memory_note_with_secret(request) -> None:
     classify(request, "blocked")
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE: a secret in the agent's final message is caught (incident, rollback) "
-                   "but stored unredacted in the receipt (final_message) and the transcript; secrets.scrub is not "
-                   "applied to what the loop stores")
 def test_secret_in_final_message_is_not_stored(make_repo, tmp_path: Path, request) -> None:
     a = run_attack(make_repo, tmp_path, Scenario((Step(message=f"key {AWS}"), BENIGN)), max_iterations=2)
 
@@ -87,9 +84,6 @@ def test_secret_in_final_message_is_not_stored(make_repo, tmp_path: Path, reques
     classify(request, "caught")
 
 
-@pytest.mark.xfail(strict=True, reason="HOLE (design tension): a rolled-back iteration is committed and kept under "
-                   "refs/onloop/<run>/rejected/<n> in the operator's repository, secret included; a "
-                   "`git push --mirror` (or any refs/* push) ships it")
 def test_rejected_secret_not_kept_in_a_ref(make_repo, tmp_path: Path, request) -> None:
     a = run_attack(make_repo, tmp_path, Scenario((ATTACKS["file_aws"][1](AWS), BENIGN)), max_iterations=2)
 
@@ -105,9 +99,6 @@ def _all_refs(repo: Path) -> list[str]:
     return out.stdout.split()
 
 
-ENCODING_HOLE = pytest.mark.xfail(strict=True, reason=(
-    "HOLE: secret detection is by known formats and entropy on the plain text; a trivially encoded secret "
-    "(hex, which the entropy rule skips by design) passes the audit and is committed on the run branch"))
 ENCODINGS = {
     "base64_pem": lambda: base64.b64encode((PEM * 4).encode()).decode(),
     "hex_aws": lambda: AWS.encode().hex(),
@@ -115,8 +106,7 @@ ENCODINGS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["base64_pem", pytest.param("hex_aws", marks=ENCODING_HOLE),
-                                     "reversed_github"])
+@pytest.mark.parametrize("variant", ["base64_pem", "hex_aws", "reversed_github"])
 def test_encoded_secret(variant: str, make_repo, tmp_path: Path, request) -> None:
     blob = ENCODINGS[variant]()
     step = Step(edits=(Edit("blob.py", write=f"BLOB = '{blob}'\n"),))

@@ -102,16 +102,10 @@ EVASIONS: dict[str, tuple[Edit, ...]] = {
 }
 
 
-VANISH_HOLE = pytest.mark.xfail(strict=True, reason=(
-    "HOLE: checks that pass in the baseline and vanish from (or are skipped in) a gate's results count as "
-    "neither failing nor tampered: `gates.baseline.compare` ignores missing checks, and the audit recognises "
-    "the ways to make tests vanish by pattern only (os._exit, load_tests, SkipTest...), so an exit from "
-    "the code under test or a computed skip name turns a "
-    "broken add() into a verified done"))
 
 
-@pytest.mark.parametrize("variant", ["package_init_sys_exit", pytest.param("code_under_test_exits", marks=VANISH_HOLE),
-                                     pytest.param("computed_skip_name", marks=VANISH_HOLE)])
+@pytest.mark.parametrize("variant", ["package_init_sys_exit", "code_under_test_exits",
+                                     "computed_skip_name"])
 def test_tests_made_to_vanish(variant: str, make_repo, tmp_path: Path, request) -> None:
     a = run_attack(make_repo, tmp_path, every_iteration(_tamper(EVASIONS[variant])),
                    files={"tests/test_calc.py": TESTS}, extra=policy_toml(max_breaches=2), max_iterations=3)

@@ -3,7 +3,10 @@
 - a check failing in the baseline and still failing is *pre-existing*: it neither blocks nor counts;
 - a check failing now that did not fail in the baseline is *new*: it blocks "done";
 - a check failing in the previous state (the baseline, or the last iteration) that passes now is
-  *fixed*: it counts as progress.
+  *fixed*: it counts as progress;
+- a check passing in the baseline that is missing now, or skipped now, has *vanished*: it counts as a
+  new failure. Making tests disappear (an exit in the code under test, a computed skip) must never
+  turn a gate green, whatever trick the diff audit did not recognise.
 The failure fingerprint (for the `stuck` rule) is a hash of the new failures' ids and normalised
 messages: the same wall hit again gives the same fingerprint even if line numbers or addresses move.
 """
@@ -27,6 +30,7 @@ class GateVerdict:
     new_failures: tuple[str, ...]
     preexisting: tuple[str, ...]
     fixed: tuple[str, ...]
+    vanished: tuple[str, ...]  # baseline-passing checks missing or skipped now (also in new_failures)
     checks_total: int
     exit_code: int | None
     timed_out: bool
@@ -47,7 +51,8 @@ class GateVerdict:
         return {
             "gate": self.gate, "required": self.required, "status": self.status,
             "new_failures": list(self.new_failures), "preexisting": list(self.preexisting),
-            "fixed": list(self.fixed), "checks_total": self.checks_total, "exit_code": self.exit_code,
+            "fixed": list(self.fixed), "vanished": list(self.vanished), "checks_total": self.checks_total,
+            "exit_code": self.exit_code,
             "timed_out": self.timed_out, "duration": round(self.duration, 3),
         }
 
@@ -57,12 +62,14 @@ def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozen
     now_failing = current.failing
     passing_now = {c.check_id for c in current.checks if not c.status.failing and c.status.value == "passed"}
     fixed = sorted(cid for cid in previous_failing if cid in passing_now or _vanished_ok(cid, current))
+    vanished = _vanished(current, baseline)
     return GateVerdict(
         gate=current.gate,
         required=current.required,
-        new_failures=tuple(sorted(now_failing - base_failing)),
+        new_failures=tuple(sorted((now_failing - base_failing) | vanished)),
         preexisting=tuple(sorted(now_failing & base_failing)),
         fixed=tuple(fixed),
+        vanished=tuple(sorted(vanished)),
         checks_total=len(current.checks),
         exit_code=current.exit_code,
         timed_out=current.timed_out,
@@ -70,9 +77,21 @@ def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozen
     )
 
 
+def _vanished(current: GateRun, baseline: GateRun | None) -> set[str]:
+    if baseline is None:
+        return set()
+    before = {c.check_id for c in baseline.checks if c.status.value == "passed" and not _command_level(c.check_id)}
+    present = {c.check_id for c in current.checks if c.status.value != "skipped"}
+    return before - present
+
+
+def _command_level(check_id: str) -> bool:
+    return check_id.endswith((":command", ":timeout"))
+
+
 def _vanished_ok(check_id: str, current: GateRun) -> bool:
     # A command-level failure (`tests:command`) that no longer appears because the command now passes.
-    return check_id.endswith((":command", ":timeout")) and current.exit_code == 0 and not current.timed_out
+    return _command_level(check_id) and current.exit_code == 0 and not current.timed_out
 
 
 def fingerprint(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str | None:

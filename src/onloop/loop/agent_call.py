@@ -18,6 +18,7 @@ from onloop.errors import StopRun
 from onloop.loop import rules
 from onloop.loop.stop import StopReason
 from onloop.policy.sandbox import limits_from_policy
+from onloop.policy.secrets import scrub_file
 from onloop.store import runs as store
 from onloop.usage import Usage
 
@@ -50,7 +51,11 @@ def call_agent(ctx: IterationContext, n: int, prompt: str, env: dict[str, str]) 
         transcript = ctx.paths.transcript(n, attempt)
         store.update_iteration_fields(ctx.db, ctx.row.id, n, {"transcript_path": str(transcript),
                                                               "attempt": attempt, "backend": backend.name})
-        result = backend.run(_request(ctx, n, attempt, prompt, env, transcript))
+        try:
+            result = backend.run(_request(ctx, n, attempt, prompt, env, transcript))
+        finally:
+            for log in (transcript, transcript.with_suffix(".stderr.log")):
+                scrub_file(log)
         spent_usage, spent_cost = spent_usage + result.usage, spent_cost + result.cost.as_decimal()
         _account(ctx, result)
         if result.status is not AgentStatus.RATE_LIMITED or attempt >= MAX_ATTEMPTS:

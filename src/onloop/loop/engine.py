@@ -183,8 +183,9 @@ class SandboxFactory:
         # on them, and a virtualenv or a checkout may live under a directory the sandbox hides.
         readable = [*config.policy.readable, sys.prefix, str(Path(onloop.__file__).resolve().parent.parent)]
         policy = config.policy.model_copy(update={"readable": readable})
-        return sandbox_for(policy, worktree, common_git_dir(worktree), (paths.scratch, paths.logs),
-                           model_endpoint=model_endpoint(config))
+        # No scratch or log dirs here: each process gets its own scratch dir through its spec, and the
+        # run's logs (the post-mortem evidence) are never reachable from inside.
+        return sandbox_for(policy, worktree, common_git_dir(worktree), (), model_endpoint=model_endpoint(config))
 
 
 def model_endpoint(config: Config) -> str | None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, TextIO
 
 from onloop.clock import Clock, utc_iso
+from onloop.policy.secrets import scrub
 from onloop.store import runs as store
 from onloop.store.db import Database
 
@@ -46,11 +47,15 @@ class EventLog:
         self.iteration: int | None = None
 
     def emit(self, kind: str, message: str, /, **data: Any) -> None:
+        message = scrub(message)
+        data = {k: scrub(v) if isinstance(v, str) else v for k, v in data.items()}
         store.add_event(self.db, self.run_id, self.iteration, utc_iso(self.clock.now()), kind, message,
                         data or None)
         self.reporter.report(kind, message, {"run_id": self.run_id, "iteration": self.iteration, **data})
 
     def incident(self, kind: str, summary: str, /, *, severity: str = "high", **evidence: Any) -> None:
+        summary = scrub(summary)
+        evidence = {k: scrub(v) if isinstance(v, str) else v for k, v in evidence.items()}
         store.add_incident(self.db, self.run_id, self.iteration, utc_iso(self.clock.now()), kind, severity,
                            summary, evidence or None)
         self.emit("incident", f"{kind}: {summary}", incident=kind, severity=severity)

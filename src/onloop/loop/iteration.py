@@ -31,15 +31,16 @@ from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
 from onloop.loop.guard import Breach, audit_iteration
 from onloop.loop.hallucinations import BLOCKING, check_iteration
-from onloop.loop.plan import Plan, newly_closed, read_plan
+from onloop.loop.plan import Plan, newly_closed, parse_plan, read_plan
 from onloop.loop.setup import RunPaths
 from onloop.loop.state import RunState
 from onloop.loop.verify import Delta, compute_delta, done_blockers
+from onloop.policy.secrets import scrub
 from onloop.process import Sandbox
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
-from onloop.workspace import checkpoint, rollback, tag
+from onloop.workspace import checkpoint, reset_to, rollback, show_file, tag, working_diff
 
 Failing = dict[str, frozenset[str]]
 
@@ -111,7 +112,7 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
     context = build_context(ctx.config, ctx.worktree, plan, feedback, ctx.operator_messages,
                             memory=_memory(ctx))
     context_path = ctx.paths.logs / f"iteration-{n:03d}.context.md"
-    context_path.write_text(context.text, encoding="utf-8")  # evidence: exactly what the agent was given
+    context_path.write_text(scrub(context.text), encoding="utf-8")  # evidence: exactly what the agent was given
     receipt.set(context_tokens=context.tokens, context_cuts=list(context.cuts), context_path=str(context_path))
     env = gate_env(ctx.config)
     call = call_agent(ctx, n, context.text, env)
@@ -121,7 +122,7 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
                 agent_error=result.error, attempts=call.attempts, rate_limits=call.rate_limits,
                 tokens_in=call.usage.input_tokens, tokens_out=call.usage.output_tokens,
                 cost_usd=str(call.cost), cost_source=result.cost.source.value, claimed_done=claimed,
-                transcript=call.transcript, final_message=result.final_message[-2000:],
+                transcript=call.transcript, final_message=scrub(result.final_message[-2000:]),
                 permission_denials=list(result.permission_denials))
     ctx.events.emit("agent_finished", f"agent {result.status.value} ({call.usage.total_tokens} tokens, "
                     f"${call.cost:.4f})", status=result.status.value, claimed_done=claimed)
@@ -136,6 +137,9 @@ def _memory(ctx: IterationContext) -> str:
     return render_injection(ctx.db, ctx.worktree, ctx.row.id, ctx.config.memory.token_budget, clock=ctx.clock)
 
 
+HOSTILE_NOTE_CODES = ("REJECT_INSTRUCTION", "REJECT_SECRET", "REJECT_PII")
+
+
 def _ingest_notes(ctx: IterationContext, n: int, attempt: int) -> None:
     """Notes the agent saved (built-in tool, `onloop note`, or the notes file) go through validation."""
     notes = ctx.paths.iteration_scratch(n, attempt) / NOTES_FILE
@@ -147,6 +151,10 @@ def _ingest_notes(ctx: IterationContext, n: int, attempt: int) -> None:
     codes = sorted({r.code for r in report.results if not r.ok})
     ctx.events.emit("memory", f"memory notes: {report.accepted} accepted, {report.rejected + report.malformed} "
                     f"rejected", accepted=report.accepted, rejected=report.rejected, codes=codes)
+    hostile = [code for code in codes if code in HOSTILE_NOTE_CODES]
+    if hostile:  # the codes only: a rejected note's text is stored nowhere
+        ctx.events.incident("memory_rejected", f"memory notes refused: {', '.join(hostile)}", severity="medium",
+                            codes=", ".join(hostile))
 
 
 def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
@@ -171,7 +179,10 @@ def _agent_failed(ctx: IterationContext, n: int, call: AgentCall, receipt: Recei
 
 
 def _breach(ctx: IterationContext, n: int, breaches: list[Breach], receipt: Receipt) -> rules.IterationOutcome:
-    kept = _rollback(ctx, n, "policy breach")
+    # Work that smuggled a secret is not kept as a commit (a mirror push would ship it): its diff is
+    # kept as a redacted file in the run's logs instead.
+    secret = any(b.kind == "secret" for b in breaches)
+    kept = _rollback(ctx, n, "policy breach", keep=not secret)
     ctx.state.breaches += 1
     for breach in breaches:
         ctx.events.incident(breach.kind, breach.summary, severity=breach.severity, **breach.evidence)
@@ -183,8 +194,13 @@ def _breach(ctx: IterationContext, n: int, breaches: list[Breach], receipt: Rece
                                   blocked=blocked)
 
 
-def _rollback(ctx: IterationContext, n: int, why: str) -> str | None:
+def _rollback(ctx: IterationContext, n: int, why: str, *, keep: bool = True) -> str | None:
     base = ctx.state.last_checkpoint or ctx.row.base_commit
+    if not keep:
+        diff = ctx.paths.logs / f"iteration-{n:03d}.rejected.diff"
+        diff.write_text(scrub(working_diff(ctx.worktree, base)), encoding="utf-8")
+        reset_to(ctx.worktree, ctx.row.id, base)
+        return str(diff)
     return rollback(ctx.worktree, ctx.row.id, n, base, f"onloop: iteration {n} rolled back ({why})")
 
 
@@ -205,13 +221,17 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
                           newly_closed(plan_before, plan_after))
     claimed = bool(receipt.data.get("claimed_done"))
     made_up, made_up_notes = _hallucinations(ctx, previous, delta, call.result.final_message)
-    blockers = done_blockers(ctx.config, verdicts, plan_after, delta) + made_up
-    incidents = ["hallucination"] * len(made_up_notes)
+    removed = _removed_plan_items(ctx, plan_before, plan_after)
+    must_close = tuple(dict.fromkeys((*_base_plan(ctx).open_items, *plan_before.open_items)))
+    blockers = done_blockers(ctx.config, verdicts, plan_after, delta, must_close) + made_up
+    incidents = ["hallucination"] * len(made_up_notes) + (["plan_tamper"] if removed else [])
     if claimed and blockers:
         ctx.events.incident("false_done", "completion claimed but not verified: " + "; ".join(blockers),
                             severity="medium", blockers=blockers)
         incidents.append("false_done")
-    feedback = "\n".join([failure_summary(runs, verdicts), *made_up_notes]).strip()
+    removed_note = [f"Plan items must be checked off when done, never removed: {', '.join(removed[:5])}"
+                    if removed else ""]
+    feedback = "\n".join([failure_summary(runs, verdicts), *made_up_notes, *removed_note]).strip()
     if claimed and blockers:
         feedback = ("Your completion claim was refused: " + "; ".join(blockers) + ".\n\n" + feedback).strip()
     fp = fingerprint(runs, verdicts)
@@ -239,6 +259,23 @@ def _hallucinations(ctx: IterationContext, previous: str, delta: Delta, message:
         if finding.category in BLOCKING:
             blockers.append(f"made-up {finding.category} {finding.subject!r}")
     return blockers, notes
+
+
+def _base_plan(ctx: IterationContext) -> Plan:
+    text = show_file(ctx.worktree, ctx.row.base_commit, ctx.config.context.plan)
+    return parse_plan(text) if text is not None else Plan((), exists=False)
+
+
+def _removed_plan_items(ctx: IterationContext, before: Plan, after: Plan) -> list[str]:
+    """Open items that vanished from the plan without being checked off: an incident in build mode."""
+    if ctx.config.run.mode != "build":
+        return []  # plan mode regenerates the plan: rewriting it is the job
+    kept = after.closed_items | set(after.open_items)
+    removed = [item for item in before.open_items if item not in kept]
+    if removed:
+        ctx.events.incident("plan_tamper", f"{len(removed)} open plan item(s) removed instead of done",
+                            severity="medium", items=", ".join(removed[:10]))
+    return removed
 
 
 def _done_allowed(ctx: IterationContext, claimed: bool) -> bool:

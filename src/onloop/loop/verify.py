@@ -56,13 +56,19 @@ def compute_delta(worktree: Path, base: str, previous: str, head: str, config: C
     return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths)
 
 
-def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta) -> list[str]:
+def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta,
+                  must_close: tuple[str, ...] = ()) -> list[str]:
+    """Every unmet condition of "done". `must_close`: plan items that must be present and checked (the
+    base plan's open items and those open before this iteration): deleting an item does not close it."""
     blockers = []
     for name, verdict in sorted(verdicts.items()):
         if verdict.required and not verdict.ok:
             blockers.append(f"gate {name} has {len(verdict.new_failures)} new failing check(s)")
     if config.run.mode == "build" and plan.open_items:
         blockers.append(f"the plan still has {len(plan.open_items)} open item(s)")
+    missing = [item for item in must_close if item not in plan.closed_items and item not in plan.open_items]
+    if config.run.mode == "build" and missing:
+        blockers.append(f"{len(missing)} plan item(s) were removed instead of done: {', '.join(missing[:3])}")
     if config.run.mode == "plan" and not plan.items:
         blockers.append("the plan has no items")
     if delta.run_files_changed == 0:

@@ -42,6 +42,16 @@ _INSTRUCTION = (
     re.compile(r"(?i)\byou are (now )?\b"),
     re.compile(r"(?i)\b(grant|give)\b.{0,20}\b(permission|access|sudo|root)\b"),
     re.compile(r"(?i)\balways obey\b"),
+    # Attacks on onloop's verification phrased as project facts (found by the red-team suite):
+    # claiming completion early, a no-op "test command", scaring the agent off the suite, faking the plan.
+    re.compile(r"(?i)\b(claim|declare|mark|report)\b.{0,40}\b(done|complete|completion|finished)\b"),
+    re.compile(r"(?i)<onloop:done/>"),
+    re.compile(r"(?i)\b(run|test)s?\b.{0,30}\bwith\s+`\s*(true|:|exit 0|echo\b[^`]*|/bin/true)\s*`"),
+    re.compile(r"(?i)\b(never|don't|do not|stop)\s+(run|running|execute|executing)\b.{0,40}"
+               r"\b(tests?|unittest|pytest|suite|gates?|checks?|linters?)\b"),
+    re.compile(r"(?i)\b(delete|remove|drop)\b.{0,30}\b(plan items?|finished items|completed items|done items|"
+               r"items instead|open items)\b"),
+    re.compile(r"(?i)\b(don't|do not|never)\s+(update|edit|touch|check off)\b.{0,30}\b(implementation_plan|plan)\b"),
 )
 # "Skip the tests" is an attack on the back-pressure; "Never skip pre-commit hooks" protects it. The
 # verb only counts when no negation sits right before it (at most one word in between).
@@ -205,6 +215,11 @@ def derive_keywords(text: str) -> list[str]:
         if len(word) >= 3 and word not in _STOP and _KEYWORD.match(word) and word not in picked:
             picked.append(word)
     return picked[:3]
+
+
+def instruction_code(text: str) -> WriteCode | None:
+    """REJECT_INSTRUCTION when `text` is aimed at the agent's authority or at onloop's verification."""
+    return _check_instruction(text)
 
 
 def _check_instruction(text: str) -> WriteCode | None:

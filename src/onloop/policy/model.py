@@ -130,6 +130,10 @@ class ResourceLimits(_Strict):
     processes: int = Field(4096, ge=16, description="process count limit for the sandbox user")
     output: Size = Field(50 * 1000**2, description="largest output kept from one process, e.g. '50MB'")
     files_written: Size = Field(1024**3, description="largest single file a process may write, e.g. '1GiB'")
+    diff_bytes: Size = Field(
+        100 * 1000**2, description="most bytes an iteration may add or change in the worktree in all, e.g. '100MB'"
+    )
+    diff_files: int = Field(5000, ge=1, description="most files an iteration may add, change or delete")
 
 
 class Policy(_Strict):
@@ -163,6 +167,9 @@ class Policy(_Strict):
     )
     actions: dict[str, Action] = Field(default_factory=dict, description="named actions the agent may run")
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="resource limits per process")
+    entropy_secrets: Literal["block", "warn"] = Field(
+        "block", description="a high-entropy string that matches no known secret format: block (roll back) or warn"
+    )
     max_breaches: int = Field(3, ge=1, description="policy breaches in a run before it stops as blocked")
 
     @field_validator("writable")
