@@ -108,23 +108,61 @@ class RunConfig(_Section):
         return self
 
 
-class GateConfig(_Section):
-    """One orchestrator-owned check. `{junit}` in the command is replaced by a report path."""
+class NormaliseConfig(_Section):
+    """How a differential gate normalises outputs before comparing them."""
 
-    command: list[str] = Field(description="exact argv, e.g. ['python', '-m', 'pytest', '-q', '--junitxml={junit}']")
+    strip_whitespace: bool = Field(False, description="ignore trailing spaces and leading/trailing blank lines")
+    sort_lines: bool = Field(False, description="compare the lines in sorted order")
+    json_canonical: bool = Field(False, description="parse as JSON (or JSON lines) and compare canonically")
+    replacements: list[tuple[str, str]] = Field(
+        default_factory=list, description="[regex, replacement] pairs applied to both outputs, in order"
+    )
+
+
+class GateConfig(_Section):
+    """One orchestrator-owned check. `{junit}` in a command is replaced by a report path.
+
+    kind = "command" runs `command`; "differential" runs `reference` and `candidate` on every file of
+    `inputs` and compares their outputs (for ports); "judge" asks `model` to grade the run's diff against
+    `rubric` with a validated pass/fail (subjective criteria only: it runs after the other gates pass and
+    can only add a failure, never override one).
+    """
+
+    kind: Literal["command", "differential", "judge"] = Field("command", description="command, differential or judge")
+    command: list[str] | None = Field(
+        None, description="exact argv, e.g. ['python', '-m', 'pytest', '-q', '--junitxml={junit}']"
+    )
     timeout: Duration = Field(600.0, description="wall-clock limit of one gate run, e.g. '10m'")
     format: str = Field(
         "auto", description="output parser: auto, junit, pytest, unittest, ruff, mypy, pyright, eslint, tsc, cargo, "
         "go, exit (exit code only), or a plugin"
     )
     required: bool = Field(True, description="a required gate must pass (against the baseline) for done")
+    flaky_reruns: int = Field(
+        1, ge=0, le=3, description="re-runs of a gate with new failures: a check that then passes is flaky"
+    )
+    reference: list[str] | None = Field(None, description="differential: the reference argv ({input} = the file)")
+    candidate: list[str] | None = Field(None, description="differential: the candidate argv ({input} = the file)")
+    inputs: list[str] = Field(default_factory=list, description="differential: globs of input files in the worktree")
+    normalise: NormaliseConfig = Field(default_factory=NormaliseConfig, description="differential: normalisation")
+    rubric: str | None = Field(None, description="judge: what the change must satisfy, in plain words")
+    model: ModelConfig | None = Field(None, description="judge: the model that grades (never the embedded one)")
 
-    @field_validator("command")
+    @field_validator("command", "reference", "candidate")
     @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        if not value or not value[0].strip():
-            raise ValueError("a gate command must be a non-empty argv list")
+    def _non_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError("an argv must be a non-empty list")
         return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> GateConfig:
+        needed = {"command": ("command",), "differential": ("reference", "candidate", "inputs"),
+                  "judge": ("rubric", "model")}[self.kind]
+        missing = [key for key in needed if not getattr(self, key)]
+        if missing:
+            raise ValueError(f"a {self.kind} gate needs {', '.join(missing)}")
+        return self
 
 
 class ContextConfig(_Section):

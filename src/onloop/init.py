@@ -108,6 +108,8 @@ def _descriptions(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float) and not isinstance(value, bool):

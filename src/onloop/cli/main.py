@@ -157,7 +157,7 @@ def _register_subcommands() -> None:
     """Sub-apps of other subsystems register themselves (each module has a `register(app)`)."""
     import importlib
 
-    for name in ("policy", "memory", "condense"):
+    for name in ("policy", "memory", "condense", "quarantine"):
         try:
             module = importlib.import_module(f"onloop.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -57,12 +57,15 @@ class GateVerdict:
         }
 
 
-def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozenset[str]) -> GateVerdict:
-    base_failing = baseline.failing if baseline else frozenset()
-    now_failing = current.failing
+def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozenset[str],
+            ignore: frozenset[str] = frozenset()) -> GateVerdict:
+    """`ignore`: flaky and quarantined checks, which neither block nor count as progress or regression."""
+    base_failing = (baseline.failing if baseline else frozenset()) - ignore
+    now_failing = current.failing - ignore
+    previous_failing = previous_failing - ignore
     passing_now = {c.check_id for c in current.checks if not c.status.failing and c.status.value == "passed"}
     fixed = sorted(cid for cid in previous_failing if cid in passing_now or _vanished_ok(cid, current))
-    vanished = _vanished(current, baseline)
+    vanished = _vanished(current, baseline) - ignore
     return GateVerdict(
         gate=current.gate,
         required=current.required,

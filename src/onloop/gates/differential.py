@@ -66,6 +66,7 @@ class DiffRun:
     timeout: float = 60.0
     max_diff_lines: int = 40
     output_bytes: int = 16 * 1024 * 1024
+    name: str = "differential"  # the gate's name: check ids are `<name>:<case>`
 
 
 def cases_from_files(files: Sequence[Path], root: Path | None = None) -> list[DiffCase]:
@@ -114,7 +115,7 @@ def _diff(reference: str, candidate: str, cap: int) -> tuple[str, int]:
 
 
 def check_case(case: DiffCase, run: DiffRun, sandbox: Sandbox) -> CheckResult:
-    check_id = f"differential:{case.name}"
+    check_id = f"{run.name}:{case.name}"
     with tempfile.TemporaryDirectory(prefix="onloop-diff-") as tmp:
         scratch = Path(tmp)
         ref_out, ref_code, ref_timeout = _run(run.reference, case, run, sandbox, scratch, "reference")

@@ -8,6 +8,7 @@ report per test. The output goes to a log file in the run directory; its head an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ def run_gate(
     log_dir.mkdir(parents=True, exist_ok=True)
     report = scratch / f"{name}-{label}.junit.xml"
     report.unlink(missing_ok=True)
-    argv = tuple(part.replace("{junit}", str(report)) for part in config.command)
+    argv = tuple(part.replace("{junit}", str(report)) for part in config.command or ())
     log_path = log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
     spec = ProcessSpec(argv=argv, cwd=worktree, env=env, timeout=config.timeout, writable=(scratch,),
@@ -91,3 +92,36 @@ def _read_for_parsing(path: Path) -> str:
             handle.seek(size - _PARSE_TAIL)
             data = head + b"\n[... output cut by onloop ...]\n" + handle.read()
     return data.decode("utf-8", "replace")
+
+
+def run_differential_gate(name: str, config: GateConfig, *, worktree: Path, sandbox: Sandbox) -> GateRun:
+    """A port's reference and candidate on the same inputs; each input is a check (a mismatch fails)."""
+    from onloop.gates.differential import DiffRun, Normalise, cases_from_files, run_differential
+
+    files = sorted({path for pattern in config.inputs for path in worktree.glob(pattern) if path.is_file()})
+    n = config.normalise
+    run = DiffRun(tuple(config.reference or ()), tuple(config.candidate or ()), worktree,
+                  Normalise(n.strip_whitespace, tuple((pattern, repl) for pattern, repl in n.replacements),
+                            n.sort_lines, n.json_canonical), timeout=config.timeout, name=name)
+    started = time.monotonic()
+    checks = run_differential(run, cases_from_files(files, worktree), sandbox) if files else [
+        CheckResult(f"{name}:inputs", CheckStatus.FAILED, f"no input file matches {config.inputs}")]
+    failed = any(c.status.failing for c in checks)
+    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required)
+
+
+def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
+    """A model grades `subject` (the run's diff) against the rubric; a model failure is a failing check."""
+    from onloop.gates.judge import JudgeSpec, run_judge
+    from onloop.models import create_model
+    from onloop.models.base import ModelError
+
+    assert config.model is not None and config.rubric is not None
+    started = time.monotonic()
+    try:
+        checks = run_judge(create_model(config.model, key=f"gates.{name}.model.provider"),
+                           JudgeSpec(config.rubric, name=name), subject)
+    except ModelError as exc:
+        checks = [CheckResult(f"{name}:error", CheckStatus.FAILED, f"the judge's model failed: {exc}"[:300])]
+    failed = any(c.status.failing for c in checks)
+    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required)

@@ -11,7 +11,7 @@ from typing import Any
 
 from onloop.config import Config
 from onloop.gates.checks import CheckResult, CheckStatus
-from onloop.gates.runner import GateRun, run_gate
+from onloop.gates.runner import GateRun, run_differential_gate, run_gate, run_judge_gate
 from onloop.loop.events import EventLog
 from onloop.loop.setup import RunPaths
 from onloop.policy.sandbox import limits_from_policy
@@ -36,12 +36,22 @@ def gate_env(config: Config) -> dict[str, str]:
 
 def run_all_gates(config: Config, worktree: Path, paths: RunPaths, scratch: Path, sandbox: Sandbox,
                   label: str) -> dict[str, GateRun]:
-    limits = limits_from_policy(config.policy)
-    return {
-        name: run_gate(name, gate, worktree=worktree, scratch=scratch, log_dir=paths.logs, sandbox=sandbox,
-                       env=gate_env(config), label=label, limits=limits)
-        for name, gate in config.gates.items()
-    }
+    """Every command and differential gate. Judge gates run apart (`run_judges`), after these pass."""
+    return {name: run_one_gate(config, name, worktree, paths, scratch, sandbox, label)
+            for name, gate in config.gates.items() if gate.kind != "judge"}
+
+
+def run_one_gate(config: Config, name: str, worktree: Path, paths: RunPaths, scratch: Path, sandbox: Sandbox,
+                 label: str) -> GateRun:
+    gate = config.gates[name]
+    if gate.kind == "differential":
+        return run_differential_gate(name, gate, worktree=worktree, sandbox=sandbox)
+    return run_gate(name, gate, worktree=worktree, scratch=scratch, log_dir=paths.logs, sandbox=sandbox,
+                    env=gate_env(config), label=label, limits=limits_from_policy(config.policy))
+
+
+def run_judges(config: Config, subject: str) -> dict[str, GateRun]:
+    return {name: run_judge_gate(name, gate, subject) for name, gate in config.gates.items() if gate.kind == "judge"}
 
 
 def take_baseline(db: Database, row: RunRow, config: Config, paths: RunPaths, sandbox: Sandbox,

@@ -35,6 +35,7 @@ from onloop.loop.setup import RunPaths, run_paths
 from onloop.loop.state import RunState
 from onloop.loop.steering import apply_steering
 from onloop.loop.stop import StopReason
+from onloop.models.base import ChatModel
 from onloop.process import Sandbox
 from onloop.store import runs as store
 from onloop.store.db import Database
@@ -51,6 +52,9 @@ class RunOutcome:
     @property
     def exit_code(self) -> int:
         return self.reason.exit_code
+
+
+IDLE_TTL_SECONDS = 1800  # a memory session idle this long is consolidated by the next run that starts
 
 
 class Interrupted(BaseException):
@@ -89,6 +93,7 @@ class Engine:
                 store.update_run(self.db, self.row.id, {"status": "running", "pid": os.getpid()})
                 sandbox = self.sandbox_factory(self.config, self.row, self.paths)
                 self._announce(sandbox)
+                self._consolidate_idle()
                 baseline = self._baseline(sandbox)
                 reason, detail = self._iterate(sandbox, baseline, started, elapsed_at_start)
         except StopRun as stop:
@@ -109,16 +114,26 @@ class Engine:
         self._consolidate_memory()
         return self._stop(reason, detail)
 
+    def _memory_model(self) -> ChatModel | None:
+        from onloop.models import create_model
+
+        settings = self.config.memory.model
+        return create_model(settings, key="memory.model.provider") if settings else None
+
+    def _consolidate_idle(self) -> None:
+        """Sessions of other runs that went idle (crashed, killed, abandoned) are consolidated too."""
+        if self.config.memory.enabled:
+            from onloop.memory import consolidate_idle
+
+            consolidate_idle(self.db, self._memory_model(), self.clock, idle_ttl=IDLE_TTL_SECONDS)
+
     def _consolidate_memory(self) -> None:
         """End of run: session notes merge into project/global memory, validated by code."""
         if not self.config.memory.enabled:
             return
         from onloop.memory import consolidate
-        from onloop.models import create_model
 
-        settings = self.config.memory.model
-        model = create_model(settings, key="memory.model.provider") if settings else None
-        report = consolidate(self.db, self.row.id, model, self.clock)
+        report = consolidate(self.db, self.row.id, self._memory_model(), self.clock)
         self.events.emit("memory", f"memory consolidation {report.status}: {len(report.inserted)} note(s) kept, "
                          f"ops {report.ops}", fallback=list(report.fallback_reasons), error=report.error)
 

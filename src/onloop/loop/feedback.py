@@ -21,19 +21,25 @@ from onloop.loop.prompts import DEFAULT_BUILD_PROMPT, DEFAULT_PLAN_PROMPT, ONLOO
 FEEDBACK_TOKENS = 600
 
 
-def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str:
-    """New gate failures, per gate, condensed to a token budget (every failing id kept)."""
+def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict],
+                    backlog: frozenset[str] = frozenset()) -> str:
+    """New gate failures, per gate, condensed to a token budget (every failing id kept). For the gates
+    in `backlog` (differential gates: their pre-existing mismatches are the work of a port) the
+    pre-existing failures are shown too."""
     from onloop.gates.condense import condense
 
     parts = []
     for name, verdict in sorted(verdicts.items()):
-        if not verdict.new_failures:
+        shown = set(verdict.new_failures) | (set(verdict.preexisting) if name in backlog else set())
+        if not shown:
             continue
-        new = set(verdict.new_failures)
-        checks: Sequence[CheckResult] = [c for c in runs[name].checks if c.check_id in new]
+        checks: Sequence[CheckResult] = [c for c in runs[name].checks if c.check_id in shown]
         condensed = condense(list(checks), token_budget=FEEDBACK_TOKENS // max(1, len(verdicts)))
         pre = f" ({len(verdict.preexisting)} pre-existing failures not counted)" if verdict.preexisting else ""
-        parts.append(f"Gate `{name}` failed: {len(new)} new failing check(s){pre}.\n{condensed.text}")
+        head = (f"Gate `{name}`: {len(verdict.new_failures)} new and {len(verdict.preexisting)} remaining "
+                "failing check(s)." if name in backlog else
+                f"Gate `{name}` failed: {len(verdict.new_failures)} new failing check(s){pre}.")
+        parts.append(f"{head}\n{condensed.text}")
     return "\n\n".join(parts)
 
 

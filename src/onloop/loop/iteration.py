@@ -26,7 +26,7 @@ from onloop.gates.baseline import GateVerdict, compare, fingerprint
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.agent_call import NOTES_FILE, AgentCall, call_agent
-from onloop.loop.baseline import gate_env, run_all_gates
+from onloop.loop.baseline import gate_env, run_all_gates, run_judges, run_one_gate
 from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
 from onloop.loop.guard import Breach, audit_iteration
@@ -37,6 +37,7 @@ from onloop.loop.state import RunState
 from onloop.loop.verify import Delta, compute_delta, done_blockers
 from onloop.policy.secrets import scrub
 from onloop.process import Sandbox
+from onloop.store import quarantine
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
@@ -60,6 +61,7 @@ class IterationContext:
     baseline: dict[str, GateRun]
     previous_failing: Failing
     operator_messages: list[str] = field(default_factory=list)
+    flaky: dict[str, frozenset[str]] = field(default_factory=dict)
     run_started: float = 0.0
     elapsed_at_start: float = 0.0
 
@@ -207,8 +209,12 @@ def _rollback(ctx: IterationContext, n: int, why: str, *, keep: bool = True) -> 
 def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
             receipt: Receipt) -> tuple[rules.IterationOutcome, Failing]:
     runs = run_all_gates(ctx.config, ctx.worktree, ctx.paths, ctx.paths.iteration_scratch(n), ctx.sandbox, f"i{n:03d}")
-    verdicts = {name: compare(run, ctx.baseline.get(name), ctx.previous_failing.get(name, frozenset()))
-                for name, run in runs.items()}
+    verdicts = {name: _verdict_with_flaky_rerun(ctx, n, name, runs) for name in list(runs)}
+    if ctx.config.gates and all(v.ok for v in verdicts.values()):
+        for name, run in run_judges(ctx.config, working_diff(ctx.worktree, ctx.row.base_commit)).items():
+            runs[name] = run
+            verdicts[name] = compare(run, None, frozenset())
+    receipt.set(flaky={name: sorted(v) for name, v in ctx.flaky.items() if v})
     plan_after = read_plan(ctx.worktree / ctx.config.context.plan)
     previous = ctx.state.last_checkpoint or ctx.row.base_commit
     sha = checkpoint(ctx.worktree, _commit_message(n, plan_before, verdicts))
@@ -231,7 +237,8 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
         incidents.append("false_done")
     removed_note = [f"Plan items must be checked off when done, never removed: {', '.join(removed[:5])}"
                     if removed else ""]
-    feedback = "\n".join([failure_summary(runs, verdicts), *made_up_notes, *removed_note]).strip()
+    backlog = frozenset(name for name, gate in ctx.config.gates.items() if gate.kind == "differential")
+    feedback = "\n".join([failure_summary(runs, verdicts, backlog), *made_up_notes, *removed_note]).strip()
     if claimed and blockers:
         feedback = ("Your completion claim was refused: " + "; ".join(blockers) + ".\n\n" + feedback).strip()
     fp = fingerprint(runs, verdicts)
@@ -259,6 +266,27 @@ def _hallucinations(ctx: IterationContext, previous: str, delta: Delta, message:
         if finding.category in BLOCKING:
             blockers.append(f"made-up {finding.category} {finding.subject!r}")
     return blockers, notes
+
+
+def _verdict_with_flaky_rerun(ctx: IterationContext, n: int, name: str, runs: dict[str, GateRun]) -> GateVerdict:
+    """Compare a gate with the baseline; new failures get one immediate re-run, and a check that then
+    passes is flaky: quarantined, and neither a regression nor progress."""
+    workspace, gate = ctx.row.workspace, ctx.config.gates[name]
+    ignore = quarantine.quarantined(ctx.db, workspace, name)
+    previous = ctx.previous_failing.get(name, frozenset())
+    verdict = compare(runs[name], ctx.baseline.get(name), previous, ignore)
+    if not verdict.new_failures or gate.kind != "command" or gate.flaky_reruns == 0:
+        return verdict
+    first = runs[name]
+    runs[name] = run_one_gate(ctx.config, name, ctx.worktree, ctx.paths, ctx.paths.iteration_scratch(n),
+                              ctx.sandbox, f"i{n:03d}-rerun")
+    flaky = frozenset(verdict.new_failures) & first.failing - runs[name].failing
+    if flaky:
+        quarantine.add(ctx.db, workspace, name, sorted(flaky), utc_iso(ctx.clock.now()))
+        ctx.flaky[name] = flaky
+        ctx.events.emit("flaky", f"{name}: {len(flaky)} flaky check(s) quarantined: {', '.join(sorted(flaky)[:5])}",
+                        gate=name, checks=sorted(flaky))
+    return compare(runs[name], ctx.baseline.get(name), previous, ignore | flaky)
 
 
 def _base_plan(ctx: IterationContext) -> Plan:

@@ -116,8 +116,9 @@ def _from_onloop_toml(ws: Path) -> Profile:
     for field, names in (("test_cmd", ("test", "tests")), ("lint_cmd", ("lint",)),
                          ("typecheck_cmd", ("types", "typecheck", "mypy")), ("build_cmd", ("build",))):
         for name in names:
-            if name in config.gates:
-                found[field] = " ".join(config.gates[name].command).replace("{junit}", "report.xml")
+            command = config.gates[name].command if name in config.gates else None
+            if command:
+                found[field] = " ".join(command).replace("{junit}", "report.xml")
                 break
     found["protected_paths"] = list(config.policy.protected)
     return found

@@ -126,5 +126,25 @@ def _runs(conn: sqlite3.Connection) -> None:
     )
 
 
+
+
+@migration("0002_quarantine")
+def _quarantine(conn: sqlite3.Connection) -> None:
+    _execute_each(
+        conn,
+        """
+        CREATE TABLE quarantine (
+            workspace TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            check_id TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            times INTEGER NOT NULL DEFAULT 1,   -- how often it failed then passed on an immediate re-run
+            PRIMARY KEY (workspace, gate, check_id)
+        )
+        """,
+    )
+
+
 # Subsystems append their own migrations by importing their schema modules here, in a fixed order.
 import onloop.memory.schema  # noqa: E402, F401
