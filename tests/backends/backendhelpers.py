@@ -8,16 +8,39 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from onloop.backends.base import AgentEvent, AgentRequest, BackendSpec
+from onloop.backends._cli import StreamParser
+from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, BackendSpec
 from onloop.process import NoSandbox
 from onloop.testing.scenario import Edit, Scenario, Step
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "agent-cli"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CALC_BUGGY = '"""Tiny calculator module used as an agent playground."""\n\n\ndef add(a, b):\n    return a - b\n'
+
+
+class StubClock:
+    """A clock stopped at `NOW` (rate-limit resets are computed from it)."""
+
+    def now(self) -> datetime:
+        return NOW
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    def sleep(self, seconds: float) -> None:
+        return None
+
+
+def finish_lines(parser: StreamParser, lines: Iterable[str], exit_code: int | None = 0) -> AgentResult:
+    """Feed `lines` to `parser` and finish it as a run that exited with `exit_code` (not timed out)."""
+    for line in lines:
+        parser.feed(line)
+    return parser.finish(exit_code=exit_code, timed_out=False, log_path=None)
 
 
 def fixture_path(name: str) -> Path:

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from backendhelpers import Harness, fake_command, fix_calc_scenario, fixture_path, spec, wait_dead
+from backendhelpers import (
+    Harness,
+    StubClock,
+    fake_command,
+    finish_lines,
+    fix_calc_scenario,
+    fixture_path,
+    spec,
+    wait_dead,
+)
 
 from onloop.backends.aider import AiderBackend, AiderOptions, create, parse_count
-from onloop.backends.base import AgentStatus
+from onloop.backends.base import AgentResult, AgentStatus
 from onloop.errors import ConfigError
 from onloop.safety import RealCallBlocked
 from onloop.testing.fake_agents import CHILD_PID_FILE, aider_tokens
 from onloop.testing.scenario import Scenario
 from onloop.usage import CostSource, Usage
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 RATE_LIMIT = [
     "litellm.RateLimitError: RateLimitError: OpenAIException - Error code: 429 - {'error': {'code': 'rate_limit'}}",
     "The API provider has rate limited you. Try again later or check your quotas.",
@@ -27,26 +34,12 @@ RATE_LIMIT = [
 ]
 
 
-class StubClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        return None
-
-
 def backend(**options: object) -> AiderBackend:
     return AiderBackend("aider", AiderOptions.model_validate(options), clock=StubClock())
 
 
-def parse(lines: list[str], exit_code: int | None = 0, **options: object):  # type: ignore[no-untyped-def]
-    parser = backend(**options).parser()
-    for line in lines:
-        parser.feed(line)
-    return parser.finish(exit_code=exit_code, timed_out=False, log_path=None)
+def parse(lines: list[str], exit_code: int | None = 0, **options: object) -> AgentResult:
+    return finish_lines(backend(**options).parser(), lines, exit_code)
 
 
 def test_parses_the_real_transcript() -> None:

@@ -6,15 +6,25 @@ import json
 import subprocess
 import time
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from backendhelpers import Harness, fake_command, fix_calc_scenario, fixture_path, spec, wait_dead
+from backendhelpers import (
+    NOW,
+    Harness,
+    StubClock,
+    fake_command,
+    finish_lines,
+    fix_calc_scenario,
+    fixture_path,
+    spec,
+    wait_dead,
+)
 
 from onloop.backends import create_backend
-from onloop.backends.base import AgentStatus
+from onloop.backends.base import AgentResult, AgentStatus
 from onloop.backends.codex import CodexBackend, CodexOptions, CodexStreamParser, create
 from onloop.errors import BackendError, ConfigError
 from onloop.process import NoSandbox, ProcessSpec
@@ -23,29 +33,13 @@ from onloop.testing.fake_agents import CHILD_PID_FILE
 from onloop.testing.scenario import Scenario
 from onloop.usage import CostSource, Usage
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-class StubClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        return None
-
 
 def backend(name: str = "cx", **options: object) -> CodexBackend:
     return CodexBackend(name, CodexOptions.model_validate(options), clock=StubClock())
 
 
-def parse_lines(lines: list[str], *, exit_code: int | None = 0, **options: object):  # type: ignore[no-untyped-def]
-    parser = backend(**options).parser()
-    for line in lines:
-        parser.feed(line)
-    return parser.finish(exit_code=exit_code, timed_out=False, log_path=None)
+def parse_lines(lines: list[str], *, exit_code: int | None = 0, **options: object) -> AgentResult:
+    return finish_lines(backend(**options).parser(), lines, exit_code)
 
 
 def test_parses_the_real_success_transcript() -> None:

@@ -6,44 +6,28 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from backendhelpers import Harness, fake_command, fix_calc_scenario, spec, wait_dead
+from backendhelpers import NOW, Harness, StubClock, fake_command, finish_lines, fix_calc_scenario, spec, wait_dead
 
 from onloop.backends import create_backend
-from onloop.backends.base import AgentStatus
+from onloop.backends.base import AgentResult, AgentStatus
 from onloop.backends.command import CommandBackend, CommandOptions, create
 from onloop.errors import ConfigError
 from onloop.testing.fake_agents import CHILD_PID_FILE
 from onloop.testing.scenario import Scenario
 from onloop.usage import CostSource, Usage
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-class StubClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def sleep(self, seconds: float) -> None:
-        return None
-
 
 def backend(**options: object) -> CommandBackend:
     return CommandBackend("cmd", CommandOptions.model_validate(options), clock=StubClock())
 
 
-def parse(lines: list[str], exit_code: int | None = 0, **options: object):  # type: ignore[no-untyped-def]
-    parser = backend(command=["x"], **options).parser()
-    for line in lines:
-        parser.feed(line)
-    return parser.finish(exit_code=exit_code, timed_out=False, log_path=None)
+def parse(lines: list[str], exit_code: int | None = 0, **options: object) -> AgentResult:
+    return finish_lines(backend(command=["x"], **options).parser(), lines, exit_code)
 
 
 def test_text_output_final_message_and_status_from_the_exit_code() -> None:

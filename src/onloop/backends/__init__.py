@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from onloop.backends.base import (
@@ -31,25 +32,18 @@ __all__ = [
 
 
 def register_builtin(register: Callable[[str, BackendFactory], None]) -> None:
-    """Entry point `onloop.backends`: registers every built-in backend kind (imported lazily)."""
-    from onloop.backends import claude_code, scripted
-
-    register("claude_code", claude_code.create)
-    register("scripted", scripted.create)
-    for module_name in ("codex", "aider", "opencode", "command", "builtin"):
-        _register_optional(register, module_name)
+    """Entry point `onloop.backends`: registers every built-in backend kind (each imported on use)."""
+    for kind in ("claude_code", "codex", "aider", "opencode", "command", "builtin", "scripted"):
+        register(kind, _lazy(kind))
 
 
-def _register_optional(register: Callable[[str, BackendFactory], None], module_name: str) -> None:
-    import importlib
+def _lazy(kind: str) -> BackendFactory:
+    # Importing a backend pulls in its SDK (the built-in agent loads the model clients): only on use.
+    def create(spec: BackendSpec) -> AgentBackend:
+        factory: BackendFactory = importlib.import_module(f"onloop.backends.{kind}").create
+        return factory(spec)
 
-    try:
-        module = importlib.import_module(f"onloop.backends.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"onloop.backends.{module_name}":
-            return  # not built yet in this checkout
-        raise
-    register(module_name, module.create)
+    return create
 
 
 registry: Registry[BackendFactory] = Registry("backends", register_builtin)

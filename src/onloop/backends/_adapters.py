@@ -4,6 +4,11 @@
 - `backend_home`: a persistent, onloop-owned directory per backend for a CLI's own state (Codex's
   `CODEX_HOME`, opencode's XDG dirs), because those CLIs cache things there between runs and Codex
   refuses to work with its home under /tmp;
+- `write_atomic`: the CLI config onloop rewrites before every run, through a temporary sibling and a
+  rename, so a CLI starting at the same moment never reads half a file;
+- `pass_api_key`: which key variable an adapter hands the CLI, for a hosted provider or a custom
+  `base_url` (a local server with no key configured still wants some key, any key);
+- `failure_result`: a failed run is RATE_LIMITED when its error is a rate limit, else FAILED;
 - `price`: where a run's dollars come from, the same rule for every adapter that does not get a
   trustworthy figure from the CLI itself (see `onloop.usage.CostSource`).
 """
@@ -11,10 +16,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
+from onloop.backends import ratelimits
+from onloop.backends._cli import pass_secret
+from onloop.backends.base import AgentResult, AgentStatus
 from onloop.models.config import Prices
 from onloop.usage import Cost, CostSource, Usage
 
@@ -51,6 +62,44 @@ def is_under_tmp(path: Path) -> bool:
     roots = {Path("/tmp").resolve(), Path(tempfile.gettempdir()).resolve()}
     resolved = path.resolve()
     return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `path` (creating its directory) through a temporary sibling and a rename; returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def pass_api_key(
+    env: dict[str, str],
+    api_key_env: str | None,
+    *,
+    base_url: str | None,
+    local_key_var: str,
+    custom_target: str | None = None,
+    hosted_target: str | None = None,
+) -> None:
+    """Put the configured API key into the agent's `env`, under `custom_target` behind a custom
+    `base_url` and `hosted_target` otherwise (None: the variable's own name). A custom endpoint without
+    `api_key_env` gets a placeholder in `local_key_var`, the variable the CLI's config points at."""
+    if base_url:
+        if api_key_env:
+            pass_secret(env, api_key_env, target=custom_target)
+        else:
+            env[local_key_var] = "onloop-local"
+    else:
+        pass_secret(env, api_key_env, target=hosted_target)
+
+
+def failure_result(error: str, text: str, now: datetime, common: dict[str, Any]) -> AgentResult:
+    """A run that failed with `error`: RATE_LIMITED (with the reset) when it is a rate limit, else FAILED."""
+    hit = ratelimits.detect(error, now)
+    if hit is not None:
+        return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset, **common)
+    return AgentResult(AgentStatus.FAILED, text, error=error[:300], **common)
 
 
 def price(

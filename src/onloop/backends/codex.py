@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -40,8 +39,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from onloop.backends import ratelimits
-from onloop.backends._adapters import backend_home, is_under_tmp, price, short
-from onloop.backends._cli import agent_env, json_line, pass_secret, replay_log, resolve_command, run_cli
+from onloop.backends._adapters import (
+    backend_home,
+    failure_result,
+    is_under_tmp,
+    pass_api_key,
+    price,
+    short,
+    write_atomic,
+)
+from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -118,23 +125,13 @@ class CodexBackend:
     def env(self, request: AgentRequest) -> dict[str, str]:
         self.write_config()
         env = agent_env(request, {"CODEX_HOME": str(self.home)})
-        if self.options.base_url:
-            if self.options.api_key_env:
-                pass_secret(env, self.options.api_key_env)
-            else:
-                env[LOCAL_KEY_VAR] = "onloop-local"  # a local server wants some key, any key
-        else:
-            pass_secret(env, self.options.api_key_env, target="CODEX_API_KEY")
+        pass_api_key(env, self.options.api_key_env, base_url=self.options.base_url, local_key_var=LOCAL_KEY_VAR,
+                     hosted_target="CODEX_API_KEY")
         return env
 
     def write_config(self) -> Path:
         """(Re)write `$CODEX_HOME/config.toml` atomically; returns its path."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        path = self.home / "config.toml"
-        tmp = path.with_name(f".config.toml.{os.getpid()}")
-        tmp.write_text(render_config(self.name, self.options, network=self.network), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(self.home / "config.toml", render_config(self.name, self.options, network=self.network))
 
     def parser(self) -> CodexStreamParser:
         o = self.options
@@ -273,11 +270,7 @@ class CodexStreamParser:
         if failure is None and exit_code is not None and exit_code > 0:
             failure = self.errors[-1] if self.errors else f"codex exited with status {exit_code}"
         if failure is not None:
-            hit = ratelimits.detect(failure, self.now())
-            if hit is not None:
-                return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset,
-                                   **common)
-            return AgentResult(AgentStatus.FAILED, text, error=failure[:300], **common)
+            return failure_result(failure, text, self.now(), common)
         if exit_code is not None and exit_code < 0:
             return AgentResult(AgentStatus.CRASHED, text, error=f"codex killed by signal {-exit_code}", **common)
         if self.turns_completed == 0:

@@ -22,7 +22,6 @@ opencode prices a local model from whatever the config says: UNKNOWN there unles
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -32,8 +31,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from onloop.backends import ratelimits
-from onloop.backends._adapters import backend_home, money, price, short
-from onloop.backends._cli import agent_env, json_line, pass_secret, replay_log, resolve_command, run_cli
+from onloop.backends._adapters import backend_home, failure_result, money, pass_api_key, price, short, write_atomic
+from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -102,24 +101,14 @@ class OpencodeBackend:
         extra.update({"OPENCODE_CONFIG": str(config), "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
                       "OPENCODE_DISABLE_AUTOUPDATE": "1"})
         env = agent_env(request, extra)
-        if self.options.base_url:
-            if self.options.api_key_env:
-                pass_secret(env, self.options.api_key_env, target=LOCAL_KEY_VAR)
-            else:
-                env[LOCAL_KEY_VAR] = "onloop-local"
-        else:
-            pass_secret(env, self.options.api_key_env)
+        pass_api_key(env, self.options.api_key_env, base_url=self.options.base_url, local_key_var=LOCAL_KEY_VAR,
+                     custom_target=LOCAL_KEY_VAR)
         return env
 
     def write_config(self) -> Path:
         """(Re)write `opencode.json` atomically; returns its path."""
-        directory = self.home / "config" / "opencode"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "opencode.json"
-        tmp = path.with_name(f".opencode.json.{os.getpid()}")
-        tmp.write_text(json.dumps(render_config(self.name, self.options, self.policy), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        config = render_config(self.name, self.options, self.policy)
+        return write_atomic(self.home / "config" / "opencode" / "opencode.json", json.dumps(config, indent=2))
 
     def parser(self) -> OpencodeStreamParser:
         o = self.options
@@ -239,11 +228,7 @@ class OpencodeStreamParser:
         if timed_out:
             return AgentResult(AgentStatus.TIMEOUT, text, error="agent timed out", **common)
         if self.error is not None:
-            hit = ratelimits.detect(self.error, self.now())
-            if hit is not None:
-                return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset,
-                                   **common)
-            return AgentResult(AgentStatus.FAILED, text, error=self.error[:300], **common)
+            return failure_result(self.error, text, self.now(), common)
         if exit_code is not None and exit_code < 0:
             return AgentResult(AgentStatus.CRASHED, text, error=f"opencode killed by signal {-exit_code}", **common)
         if exit_code is not None and exit_code > 0:

@@ -2,9 +2,14 @@
 
 `find_secret(text)` and `find_pii(text)` return the *name* of the first rule that matched (never the
 matched text, so callers cannot leak it by accident); `scrub(text)` replaces every match with a
-placeholder, for profile values that come from the repository. `onloop.policy.secrets` is being
-written with onloop's general detectors; once it lands, `find_secret` can delegate to it and keep
-this module's memory-specific rules (PII, home paths) on top.
+placeholder, for profile values that come from the repository.
+
+Secret detection delegates to `onloop.policy.secrets`, onloop's one secret detector (token formats,
+quoted credential assignments, encoded secrets, its entropy rule). Memory's stricter rules stay here on top,
+because memory can afford to be stricter than the diff audit: a refused note only has to be
+rephrased, while a certain match in the audit blocks a whole iteration. They are looser spellings of
+known token formats (no word boundaries), an *unquoted* credential assignment (`password: hunter2`),
+and a lower entropy bar for 32+ character tokens.
 
 The rules are deliberately conservative where a false positive would be cheap (a note can be
 rephrased) and precise where it would be costly: card numbers must pass Luhn, IBANs the mod-97 check,
@@ -13,19 +18,22 @@ passport-like ids need a context word, and the entropy rule ignores hex (a sha25
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 
-_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+from onloop.policy import secrets
+
+# Memory-only rules, checked after `onloop.policy.secrets`. The token forms are memory's older, looser
+# spellings of formats the shared detector also knows (no word boundaries, `\w` bodies, any PEM header):
+# memory has always refused these, but the shared detector cannot adopt them without the diff audit
+# blocking on identifiers such as `task-runner-configuration-file`, so they stay memory's own.
+_MEMORY_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("openai_key", re.compile(r"sk-[A-Za-z0-9_-]{20,}")),
     ("github_token", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,}")),
     ("github_pat", re.compile(r"github_pat_\w{22,}")),
     ("aws_access_key", re.compile(r"AKIA[0-9A-Z]{16}")),
     ("slack_token", re.compile(r"xox[baprs]-[\w-]{10,}")),
     ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("jwt", re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")),
     ("credential_assignment", re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)\s*[:=]\s*\S+")),
 )
 _ENTROPY_CANDIDATE = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
@@ -48,15 +56,12 @@ _BIRTH_CONTEXT = re.compile(r"(?i)\b(born|dob|date of birth|birthday|birth date)
 HOME_PATH = re.compile(r"/(?:home|Users)/[^/\s`'\"]+")
 
 
-def shannon_entropy(value: str) -> float:
-    counts = Counter(value)
-    total = len(value)
-    return -sum(n / total * math.log2(n / total) for n in counts.values())
-
-
 def find_secret(text: str) -> str | None:
     """The name of the first secret rule `text` trips, or None."""
-    for name, pattern in _SECRET_PATTERNS:
+    found = secrets.find_secrets(text)
+    if found:
+        return found[0].kind
+    for name, pattern in _MEMORY_SECRET_PATTERNS:
         if pattern.search(text):
             return name
     if any(_entropic(m.group(0)) for m in _ENTROPY_CANDIDATE.finditer(text)):
@@ -129,8 +134,8 @@ def rewrite_home_paths(text: str) -> str:
 
 def scrub(text: str) -> str:
     """Replace secrets and personal data in repository-derived text (profile values) with placeholders."""
-    out = rewrite_home_paths(text)
-    for _name, pattern in _SECRET_PATTERNS:
+    out = secrets.scrub(rewrite_home_paths(text), placeholder="[REDACTED]")
+    for _name, pattern in _MEMORY_SECRET_PATTERNS:
         out = pattern.sub("[REDACTED]", out)
     out = _ENTROPY_CANDIDATE.sub(
         lambda m: "[REDACTED]" if _entropic(m.group(0)) else m.group(0), out
@@ -150,4 +155,4 @@ def _entropic(candidate: str) -> bool:
         return False
     if not (any(c.isdigit() for c in candidate) and any(c.isalpha() for c in candidate)):
         return False
-    return shannon_entropy(candidate) > 4.0
+    return secrets.shannon_entropy(candidate) > 4.0

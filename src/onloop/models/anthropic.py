@@ -23,7 +23,7 @@ from typing import Any
 
 from onloop.clock import Clock, SystemClock
 from onloop.errors import ConfigError
-from onloop.models._common import schema_name, status_error
+from onloop.models._common import schema_name, sdk_client, sdk_errors
 from onloop.models.base import Message, ModelError, ModelRequest, ModelResponse, ToolCall
 from onloop.models.config import ModelConfig
 from onloop.models.pricing import compute_cost
@@ -56,24 +56,16 @@ class AnthropicModel:
         ensure_model_endpoint_allowed(self.base_url)
         sdk = _sdk()
         params = self._params(request)
-        try:
+        with sdk_errors(sdk, "anthropic", self.base_url, self.config.timeout, self._clock):
             if self.config.stream is False:
                 message = self._get_client().messages.create(**params)
             else:
                 message = self._streamed(params)
-        except sdk.APIStatusError as exc:
-            raise status_error("anthropic", exc.status_code, exc.response.headers, exc.body, str(exc),
-                               self._clock.now()) from exc
-        except sdk.APITimeoutError as exc:
-            raise ModelError(f"anthropic: no answer from {self.base_url} within {self.config.timeout:g}s") from exc
-        except sdk.APIConnectionError as exc:
-            raise ModelError(f"anthropic: cannot reach {self.base_url}: {exc}") from exc
         return self._response(message, forced_schema=request.response_schema is not None)
 
     def _get_client(self) -> Any:
         if self._client is None:
-            self._client = _sdk().Anthropic(api_key=self.config.resolve_api_key(), base_url=self.base_url,
-                                            max_retries=0, timeout=self.config.timeout)
+            self._client = sdk_client(_sdk().Anthropic, self.config, self.base_url)
         return self._client
 
     def _streamed(self, params: dict[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from onloop.clock import Clock, SystemClock
-from onloop.models._common import parse_arguments, schema_name, status_error
+from onloop.models._common import parse_arguments, schema_name, sdk_client, sdk_errors
 from onloop.models.base import Message, ModelError, ModelRequest, ModelResponse, ToolCall
 from onloop.models.config import ModelConfig
 from onloop.models.pricing import compute_cost
@@ -45,24 +45,16 @@ class OpenAICompatModel:
         import openai  # imported late: 0.5 s, and only the models that are used should pay it
 
         params = self._params(request)
-        try:
+        with sdk_errors(openai, "openai", self.base_url, self.config.timeout, self._clock):
             if self.config.stream:
                 return self._streamed(params)
             return self._response(self._get_client().chat.completions.create(**params))
-        except openai.APIStatusError as exc:
-            raise status_error("openai", exc.status_code, exc.response.headers, exc.body, str(exc),
-                               self._clock.now()) from exc
-        except openai.APITimeoutError as exc:
-            raise ModelError(f"openai: no answer from {self.base_url} within {self.config.timeout:g}s") from exc
-        except openai.APIConnectionError as exc:
-            raise ModelError(f"openai: cannot reach {self.base_url}: {exc}") from exc
 
     def _get_client(self) -> Any:
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(api_key=self.config.resolve_api_key(), base_url=self.base_url,
-                                         max_retries=0, timeout=self.config.timeout)
+            self._client = sdk_client(openai.OpenAI, self.config, self.base_url)
         return self._client
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Finding secrets in text, and scrubbing them out of everything onloop stores.
 
 Two kinds of detector:
-- well-known token formats (AWS, GitHub, OpenAI, Anthropic, Slack, PEM private keys) and
+- well-known token formats (AWS, GitHub, OpenAI, Anthropic, Slack, PEM private keys, JWTs) and
   `password = "..."`-style assignments: precise, so the diff audit blocks on them;
 - high-entropy tokens (Shannon entropy of base64-like runs of 24+ characters mixing upper case, lower
   case and digits): catches unknown formats, with false positives possible, so the audit only warns.
@@ -50,6 +50,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{20,}"), 0),
     ("openai_key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"), 0),
     ("slack_token", re.compile(r"\bxox[abposre]-[A-Za-z0-9\-]{10,}"), 0),
+    ("jwt", re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"), 0),
     ("password_assignment", re.compile(
         r"(?i)\b[\w.\-]*(?:password|passwd|pwd|secret|api_?key|access_?key|auth_?token|token)[\w\-]*"
         r"[\"'\]]{0,2}\s*[:=]\s*[\"']([^\"'\s]{6,})[\"']"), 1),
@@ -121,13 +122,13 @@ def _looks_random(token: str) -> bool:
     return shannon_entropy(token) >= ENTROPY_THRESHOLD
 
 
-def scrub(text: str, *, entropy: bool = True) -> str:
-    """`text` with every secret replaced by `[REDACTED:<kind>]`."""
+def scrub(text: str, *, entropy: bool = True, placeholder: str | None = None) -> str:
+    """`text` with every secret replaced by `[REDACTED:<kind>]` (or by `placeholder`, when given)."""
     pieces: list[str] = []
     last = 0
     for match in find_secrets(text, entropy=entropy):
         pieces.append(text[last : match.start])
-        pieces.append(match.placeholder)
+        pieces.append(match.placeholder if placeholder is None else placeholder)
         last = match.end
     pieces.append(text[last:])
     return "".join(pieces)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -41,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from onloop.testing.scenario import Edit, Step, load_scenario
-from onloop.testing.scripted_agent import apply_edit, update_plan
+from onloop.testing.scripted_agent import DEFAULT_MARKER, after_work, run_command, try_apply
 
-DEFAULT_MARKER = "<onloop:done/>"
 CHILD_PID_FILE = "fake-agent-child.pid"
 
 
@@ -100,36 +98,14 @@ def run(cli: FakeCli, step: Step, iteration: int, attempt: int, marker: str) -> 
         return cli.rate_limited(step)
     cli.working(step, iteration)
     for edit in step.edits:
-        cli.edited(edit, _try_apply(edit))
+        cli.edited(edit, try_apply(edit))
     for argv in step.commands:
-        cli.ran(argv, *_run(argv))
-    update_plan(step)
-    if step.crash == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if step.delay:
-        time.sleep(step.delay)
-    if step.crash == "hang":
-        _hang(cli)
+        cli.ran(argv, *run_command(argv))
+    after_work(step, hang=lambda: _hang(cli))
     if step.crash == "before_result":
         return 1
     cli.finish(step, step.message + (f"\n\n{marker}" if step.claim_done else ""))
     return step.exit_code
-
-
-def _try_apply(edit: Edit) -> str | None:
-    try:
-        apply_edit(edit)
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
-def _run(argv: tuple[str, ...]) -> tuple[str, int]:
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"Error: {exc}", 127
-    return (done.stdout + done.stderr)[-2000:], done.returncode
 
 
 def _hang(cli: FakeCli) -> None:

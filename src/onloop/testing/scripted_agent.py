@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         _do_edit(out, edit, number, per_turn)
     for number, command in enumerate(step.commands):
         _run_command(out, command, number, per_turn)
-    update_plan(step)
-    if step.crash == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if step.delay:
-        time.sleep(step.delay)
-    if step.crash == "hang":
-        time.sleep(3600)
+    after_work(step, hang=lambda: time.sleep(3600))
     message = step.message + (f"\n\n{args.done_marker}" if step.claim_done else "")
     out.assistant([{"type": "text", "text": message}], per_turn)
     if step.crash == "before_result":
@@ -127,12 +122,20 @@ def _do_edit(out: Emitter, edit: Edit, number: int, usage: dict[str, int]) -> No
     tool_id = f"toolu_scripted_{out.turn}_{number}"
     name = "Write" if edit.write is not None or edit.append is not None else "Edit"
     out.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": {"file_path": edit.path}}], usage)
+    error = try_apply(edit)
+    if error is not None:
+        out.tool_result(tool_id, f"Error: {error}", is_error=True)
+        return
+    out.tool_result(tool_id, f"Edited {edit.path}")
+
+
+def try_apply(edit: Edit) -> str | None:
+    """Apply `edit`; the error text when it cannot be applied (the agent reports it and goes on)."""
     try:
         apply_edit(edit)
     except OSError as exc:
-        out.tool_result(tool_id, f"Error: {exc}", is_error=True)
-        return
-    out.tool_result(tool_id, f"Edited {edit.path}")
+        return str(exc)
+    return None
 
 
 def apply_edit(edit: Edit) -> None:
@@ -161,12 +164,28 @@ def apply_edit(edit: Edit) -> None:
 def _run_command(out: Emitter, argv: tuple[str, ...], number: int, usage: dict[str, int]) -> None:
     tool_id = f"toolu_scripted_cmd_{out.turn}_{number}"
     out.assistant([{"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": " ".join(argv)}}], usage)
+    text, code = run_command(argv)
+    out.tool_result(tool_id, text, is_error=code != 0)
+
+
+def run_command(argv: tuple[str, ...]) -> tuple[str, int]:
+    """Run a scenario command: the tail of its output and its exit code (127 when it cannot run)."""
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
-        text, failed = (done.stdout + done.stderr)[-2000:], done.returncode != 0
     except (OSError, subprocess.TimeoutExpired) as exc:
-        text, failed = f"Error: {exc}", True
-    out.tool_result(tool_id, text, is_error=failed)
+        return f"Error: {exc}", 127
+    return (done.stdout + done.stderr)[-2000:], done.returncode
+
+
+def after_work(step: Step, *, hang: Callable[[], None]) -> None:
+    """After the edits and commands: update the plan, then crash, wait or `hang` as the scenario says."""
+    update_plan(step)
+    if step.crash == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if step.delay:
+        time.sleep(step.delay)
+    if step.crash == "hang":
+        hang()
 
 
 def update_plan(step: Step) -> None:
