@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -65,20 +66,30 @@ def print_outcome(outcome: RunOutcome, db: Database) -> None:
 
 def receipts_table(db: Database, run_id: str) -> None:
     row = store.get_run(db, run_id)
-    table = Table(title=f"run {row.id}  {row.branch}  base {row.base_commit[:10]}", title_justify="left")
-    for column in ("#", "plan item", "agent", "tokens", "cost", "+/-", "gates", "incidents", "decision"):
-        table.add_column(column, no_wrap=column != "decision", overflow="ellipsis", max_width=28)
-    for it in store.get_iterations(db, run_id):
-        receipt = json.loads(it["receipt_json"]) if it["receipt_json"] else {}
-        table.add_row(
-            str(it["n"]), (it["plan_item"] or "-")[:28], it["agent_status"] or it["status"],
-            f"{it['tokens_in'] + it['tokens_out']}", f"${float(it['cost_usd'] or 0):.3f}",
-            f"+{it['lines_added']}/-{it['lines_removed']}", _gates_cell(receipt),
-            ", ".join(receipt.get("incidents", [])) or "-", _decision_cell(it),
-        )
-    console.print(table)
+    rows = [_receipt_cells(it) for it in store.get_iterations(db, run_id)]
+    console.print(f"run {row.id}  {row.branch}  base {row.base_commit[:10]}", style="bold", markup=False)
+    if console.width >= 110:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("#", "plan item", "agent", "tokens", "cost", "+/-", "gates", "incidents", "decision"):
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=34 if column == "plan item" else None)
+        for cells in rows:
+            table.add_row(*cells)
+        console.print(table)
+    else:  # a narrow terminal: one line per iteration reads better than a squeezed table
+        for n, item, agent, tokens, cost, lines, gates, incidents, decision in rows:
+            flags = f"[{incidents}] " if incidents != "-" else ""
+            console.print(f"{n:>3} {agent:8} {gates:11} {tokens:>6} {cost:>7} {lines:>8}  {decision:10} {flags}{item}",
+                          markup=False, overflow="ellipsis", no_wrap=True)
     console.print(f"spend ${row.spend_usd:.4f}  tokens {row.tokens_in}/{row.tokens_out}  "
                   f"iterations {row.iterations_done}", markup=False)
+
+
+def _receipt_cells(it: dict[str, Any]) -> tuple[str, ...]:
+    receipt = json.loads(it["receipt_json"]) if it["receipt_json"] else {}
+    return (str(it["n"]), it["plan_item"] or "-", it["agent_status"] or it["status"],
+            str(it["tokens_in"] + it["tokens_out"]), f"${float(it['cost_usd'] or 0):.3f}",
+            f"+{it['lines_added']}/-{it['lines_removed']}", _gates_cell(receipt),
+            ", ".join(dict.fromkeys(receipt.get("incidents", []))) or "-", _decision_cell(it))
 
 
 def _gates_cell(receipt: dict[str, Any]) -> str:

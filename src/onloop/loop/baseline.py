@@ -21,7 +21,7 @@ from onloop.store.db import Database
 from onloop.store.runs import RunRow
 
 
-def gate_env(config: Config) -> dict[str, str]:
+def allowed_env(config: Config) -> dict[str, str]:
     """The environment gates and agents get: the policy's allowlist, from onloop's own environment.
 
     Python is told not to write bytecode caches: a gate must not leave files in the worktree that the
@@ -47,7 +47,7 @@ def run_one_gate(config: Config, name: str, worktree: Path, paths: RunPaths, scr
     if gate.kind == "differential":
         return run_differential_gate(name, gate, worktree=worktree, sandbox=sandbox)
     return run_gate(name, gate, worktree=worktree, scratch=scratch, log_dir=paths.logs, sandbox=sandbox,
-                    env=gate_env(config), label=label, limits=limits_from_policy(config.policy))
+                    env=allowed_env(config), label=label, limits=limits_from_policy(config.policy))
 
 
 def run_judges(config: Config, subject: str) -> dict[str, GateRun]:

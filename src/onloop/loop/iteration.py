@@ -26,7 +26,7 @@ from onloop.gates.baseline import GateVerdict, compare, fingerprint
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.agent_call import NOTES_FILE, AgentCall, call_agent
-from onloop.loop.baseline import gate_env, run_all_gates, run_judges, run_one_gate
+from onloop.loop.baseline import allowed_env, run_all_gates, run_judges, run_one_gate
 from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
 from onloop.loop.guard import Breach, audit_iteration
@@ -116,12 +116,12 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
     context_path = ctx.paths.logs / f"iteration-{n:03d}.context.md"
     context_path.write_text(scrub(context.text), encoding="utf-8")  # evidence: exactly what the agent was given
     receipt.set(context_tokens=context.tokens, context_cuts=list(context.cuts), context_path=str(context_path))
-    env = gate_env(ctx.config)
+    env = allowed_env(ctx.config)
     call = call_agent(ctx, n, context.text, env)
     result = call.result
     claimed = ctx.config.run.done_marker in result.final_message
     receipt.set(backend=call.backend_name, model=result.model, agent_status=result.status.value,
-                agent_error=result.error, attempts=call.attempts, rate_limits=call.rate_limits,
+                agent_error=scrub(result.error or "") or None, attempts=call.attempts, rate_limits=call.rate_limits,
                 tokens_in=call.usage.input_tokens, tokens_out=call.usage.output_tokens,
                 cost_usd=str(call.cost), cost_source=result.cost.source.value, claimed_done=claimed,
                 transcript=call.transcript, final_message=scrub(result.final_message[-2000:]),
