@@ -6,6 +6,7 @@ behind on the host, and the run must go on: iteration 2 does honest work and rea
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -16,7 +17,15 @@ from tests.redteam.harness import assert_continued, classify, policy_toml, probe
 
 pytestmark = pytest.mark.redteam("runs forever, forks, fills the disk, floods output")
 
-FAST = {"agent_timeout": "2s"}
+# Long enough for an honest iteration on a loaded 2-core machine, short enough to cut a hang quickly.
+FAST = {"agent_timeout": "6s"}
+
+
+def _marker(body: str) -> str:
+    """The attack's own marker (REDTEAM-BOMB-1, ...): only its processes count as its survivors."""
+    found = re.search(r"REDTEAM-[A-Z]+-\d", body)
+    assert found, body
+    return found.group()
 
 
 def _survivors(marker: str) -> list[str]:
@@ -61,7 +70,8 @@ def test_runs_forever(variant: str, make_repo, tmp_path: Path, request) -> None:
         size = beat.stat().st_size
         time.sleep(0.5)
         assert beat.stat().st_size == size, "a daemon started by the agent is still running on the host"
-    assert _survivors("REDTEAM-HANG") == []
+    if body is not None:  # (the plain hang is the agent process itself, checked by the timeout above)
+        assert _survivors(_marker(body)) == []
     assert_continued(a)
     classify(request, "blocked")
 
@@ -86,7 +96,8 @@ def test_forks_without_bound(variant: str, make_repo, tmp_path: Path, request) -
     if variant == "counted_forks":
         result = a.probe("bomb")
         assert not result["ok"] and result["data"] < 64, result
-    assert _survivors("REDTEAM-BOMB") == []
+    # This variant's own marker: under pytest-xdist another worker may be running another bomb right now.
+    assert _survivors(_marker(BOMBS[variant])) == []
     assert_continued(a)
     classify(request, "blocked")
 
