@@ -223,6 +223,36 @@ class Config(_Section):
         return BackendConfig(kind=name)
 
 
+def with_policy_file(config: Config, path: Path) -> Config:
+    """`config` with the policy of a run-level policy file laid over the workspace's, key by key.
+
+    The file holds a `[policy]` table (the same keys as onloop.toml's); tables inside it (`limits`,
+    `actions`) merge key by key, everything else replaces. The result is validated like onloop.toml.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("policy file not found", path=path) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path, line=_toml_error_line(str(exc))) from None
+    extra = set(data) - {"policy"}
+    if extra:
+        raise ConfigError("a policy file holds only a [policy] table", key=sorted(extra)[0], allowed=["policy"],
+                          path=path)
+    merged = config.policy.model_dump()
+    for key, value in data.get("policy", {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    try:
+        return Config.model_validate({**config.model_dump(), "policy": merged})
+    except ValidationError as exc:
+        raise _config_error(exc, text, path) from None
+
+
 def load_config(path: Path) -> Config:
     """Read and validate `path`. Raises ConfigError naming the key, what is allowed, file and line."""
     try:

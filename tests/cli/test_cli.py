@@ -155,3 +155,26 @@ def test_help_lists_every_command() -> None:
     assert done.returncode == 0
     for command in ("init", "run", "demo", "status", "runs", "show", "log", "steer"):
         assert command in done.stdout
+
+
+def test_policy_file_overrides_the_workspace_policy_for_one_run(make_repo, tmp_path: Path) -> None:
+    from onloop.store import runs as store
+    from onloop.store.db import Database
+
+    repo = workspace(make_repo, tmp_path, Scenario((feature("one", "first"), feature("two", "second"))))
+    override = tmp_path / "run-policy.toml"
+    override.write_text('[policy]\nsandbox = "none"\nlimits = { cpu = "10m" }\n')
+
+    done = onloop_cli("run", "-C", str(repo), "--quiet", "--policy", str(override))
+
+    assert done.returncode == 0, done.stderr
+    run = store.list_runs(Database.open_default())[0]
+    frozen = json.loads(run.config_json)["policy"]
+    assert frozen["sandbox"] == "none" and frozen["limits"]["cpu"] == 600.0
+    assert frozen["limits"]["memory"] == 8 * 1024**3, "keys the file does not name keep the workspace's values"
+    assert "onloop.toml" in frozen["protected"]
+    bad = tmp_path / "bad-policy.toml"
+    bad.write_text('[policy]\nnetwork = "everything"\n')
+    refused = onloop_cli("run", "-C", str(repo), "--policy", str(bad))
+    assert refused.returncode == 2 and "policy.network" in refused.stderr and "bad-policy.toml:2" in refused.stderr
+    assert onloop_cli("run", "--resume", run.id, "--policy", str(override)).returncode == 2

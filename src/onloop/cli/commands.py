@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onloop.clock import SystemClock
+from onloop.config import CONFIG_FILE, Config, load_config, with_policy_file
 from onloop.errors import UsageError
 from onloop.loop.engine import RunOutcome
 from onloop.loop.events import JsonReporter, QuietReporter, Reporter
@@ -24,7 +25,8 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 
 def do_run(path: Path, *, mode: str | None, max_iterations: int | None, max_time: str | None,
-           budget: str | None, backend: str | None, resume: str | None, quiet: bool, json_output: bool) -> int:
+           budget: str | None, backend: str | None, resume: str | None, quiet: bool, json_output: bool,
+           policy: Path | None = None) -> int:
     from onloop.cli.progress import TerminalReporter
     from onloop.loop.api import resume_run, start_run
 
@@ -33,12 +35,23 @@ def do_run(path: Path, *, mode: str | None, max_iterations: int | None, max_time
                                  "budget_usd": budget, "backend": backend}
     overrides = _validated(overrides)
     if resume:
+        if policy is not None:
+            raise UsageError("--policy applies to a new run; a resumed run keeps the policy it started with")
         outcome = resume_run(resume, reporter=reporter, **overrides)
     else:
-        outcome = start_run(path.resolve(), reporter=reporter, **overrides)
+        outcome = start_run(path.resolve(), reporter=reporter, config=_run_config(path, policy), **overrides)
     if not json_output:
         print_outcome(outcome, Database.open_default())
     return outcome.exit_code
+
+
+def _run_config(path: Path, policy: Path | None) -> Config | None:
+    """The workspace's config with a run-level policy file over it, or None to let the run load it."""
+    if policy is None:
+        return None
+    from onloop.workspace import repo_root
+
+    return with_policy_file(load_config(repo_root(path.resolve()) / CONFIG_FILE), policy.resolve())
 
 
 def _validated(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -65,13 +65,16 @@ def run(
     resume: Annotated[str | None, typer.Option(help="resume the run with this id")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the outcome")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON lines of events on stdout")] = False,
+    policy: Annotated[
+        Path | None, typer.Option(help="a TOML file whose [policy] overrides onloop.toml's for this run")
+    ] = None,
 ) -> None:
     """Run the loop until it stops; the exit code says why (0 = verified done)."""
     from onloop.cli.commands import do_run
 
     try:
         code = do_run(path, mode=mode, max_iterations=max_iterations, max_time=max_time, budget=budget,
-                      backend=backend, resume=resume, quiet=quiet, json_output=json_output)
+                      backend=backend, resume=resume, quiet=quiet, json_output=json_output, policy=policy)
     except OnloopError as exc:
         _fail(exc)
     raise typer.Exit(code)
