@@ -66,10 +66,14 @@ def test_adapter_completes_a_plan_item_in_the_loop(make_repo, tmp_path: Path, ki
     receipt = receipts(db, outcome.run_id)[0]
     assert receipt["backend"] == "fake" and receipt["agent_status"] == "ok"
     assert (receipt["tokens_in"], receipt["tokens_out"]) == tokens
+    warnings = [e["message"] for e in store.events_after(db, outcome.run_id) if e["kind"] == "warning"]
     if cost is None:
         assert receipt["cost_source"] == "unknown"
+        assert any("cannot report cost" in w for w in warnings), "a missing capability is said, not silent"
     else:
         assert Decimal(receipt["cost_usd"]) == cost
+    if kind == "aider":
+        assert any("cannot report structured_events" in w for w in warnings)
     worktree = Path(store.get_run(db, outcome.run_id).worktree)
     assert "def mul" in (worktree / "calc.py").read_text()
     assert "- [x] mul: multiply two numbers" in (worktree / "IMPLEMENTATION_PLAN.md").read_text()

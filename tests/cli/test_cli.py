@@ -153,7 +153,8 @@ def test_help_lists_every_command() -> None:
     onloop = Path(sys.executable).parent / "onloop"  # the console script installed beside this Python
     done = subprocess.run([str(onloop), "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0
-    for command in ("init", "run", "demo", "status", "runs", "show", "log", "steer"):
+    for command in ("init", "run", "demo", "status", "runs", "show", "log", "steer", "policy", "memory", "note",
+                    "condense", "quarantine"):
         assert command in done.stdout
 
 

@@ -48,7 +48,7 @@ from onloop.backends._adapters import (
     short,
     write_atomic,
 )
-from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli
+from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli, warn_missing_capabilities
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -153,6 +153,7 @@ class CodexBackend:
 
 
 def create(spec: BackendSpec) -> CodexBackend:
+    warn_missing_capabilities(spec.name, CAPABILITIES)
     return CodexBackend(spec.name, parse_options(spec, CodexOptions), policy=spec.policy)
 
 

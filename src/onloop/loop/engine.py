@@ -140,6 +140,11 @@ class Engine:
     def _announce(self, sandbox: Sandbox) -> None:
         self.events.emit("run_started", f"run {self.row.id} on {self.row.branch}", worktree=self.row.worktree,
                          backend=self.config.run.backend, mode=self.config.run.mode, sandbox=sandbox.name)
+        missing = [what for what in ("structured_events", "token_usage", "cost")
+                   if not getattr(self.backend.capabilities, what)]
+        if missing:  # degrade loudly: receipts will show these as unknown, and the operator should know why
+            self.events.emit("warning", f"backend {self.backend.name} cannot report {', '.join(missing)}: "
+                             "recorded as unknown where no price table applies", missing=missing)
         if sandbox.name == "none":
             self.events.emit("warning", "SANDBOX DISABLED (policy.sandbox = \"none\"): agents and gates run on "
                              "the host with your permissions", sandbox="none")
