@@ -113,3 +113,12 @@ def test_money_is_decimal_and_never_float() -> None:
     assert config.run.budget_usd == Decimal("2.10") and isinstance(config.run.budget_usd, Decimal)
     with pytest.raises(ConfigError, match=r"run\.budget_usd"):
         parse_config('[run]\nbudget_usd = "-3"\n')
+
+
+def test_money_is_checked_before_the_agent_call_of_the_last_allowed_iteration() -> None:
+    # The iteration being run is already counted: its cap must not hide a budget already spent.
+    state = RunState(iterations_done=3, spend_usd=Decimal("5.00"))
+    caps = _caps(max_iterations=3, budget_usd="5")
+    assert rules.before_iteration(state, caps)[0] is StopReason.MAX_ITERATIONS  # type: ignore[index]
+    assert rules.before_agent_call(state, caps)[0] is StopReason.BUDGET  # type: ignore[index]
+    assert rules.before_agent_call(RunState(iterations_done=3), caps) is None

@@ -90,8 +90,9 @@ def _account(ctx: IterationContext, result: AgentResult) -> None:
 
 
 def _check_budget(ctx: IterationContext) -> None:
-    decision = rules.before_iteration(ctx.state, ctx.config.run)
-    if decision and decision[0] in (StopReason.BUDGET, StopReason.MAX_TIME):
+    ctx.state.elapsed_seconds = ctx.elapsed()  # a retry after a rate-limit wait sees the time it waited
+    decision = rules.before_agent_call(ctx.state, ctx.config.run)
+    if decision:
         raise StopRun(*decision)
 
 

@@ -27,11 +27,25 @@ class IterationOutcome:
 
 
 def before_iteration(state: RunState, caps: RunConfig) -> Decision:
+    return _iterations(state, caps) or before_agent_call(state, caps)
+
+
+def before_agent_call(state: RunState, caps: RunConfig) -> Decision:
+    """Time and money, checked before every agent call (retries within an iteration included); the
+    iteration cap is not, since the call belongs to an iteration already counted."""
+    return _time(state, caps) or _budget(state, caps)
+
+
+def _iterations(state: RunState, caps: RunConfig) -> Decision:
     if state.iterations_done >= caps.max_iterations:
         return StopReason.MAX_ITERATIONS, f"{state.iterations_done} of {caps.max_iterations} iterations used"
+    return None
+
+
+def _time(state: RunState, caps: RunConfig) -> Decision:
     if state.elapsed_seconds >= caps.max_time:
         return StopReason.MAX_TIME, f"{state.elapsed_seconds:.0f}s of {caps.max_time:.0f}s used"
-    return _budget(state, caps)
+    return None
 
 
 def _budget(state: RunState, caps: RunConfig) -> Decision:
@@ -56,11 +70,7 @@ def after_iteration(state: RunState, caps: RunConfig, outcome: IterationOutcome)
         return StopReason.STUCK, f"the same gate failure ({outcome.fingerprint}) {state.stuck_streak} times in a row"
     if state.no_progress_streak >= caps.no_progress_limit:
         return StopReason.NO_PROGRESS, f"no verified delta for {state.no_progress_streak} iterations in a row"
-    if state.iterations_done >= caps.max_iterations:
-        return StopReason.MAX_ITERATIONS, f"{state.iterations_done} of {caps.max_iterations} iterations used"
-    if state.elapsed_seconds >= caps.max_time:
-        return StopReason.MAX_TIME, f"{state.elapsed_seconds:.0f}s of {caps.max_time:.0f}s used"
-    return None
+    return _iterations(state, caps) or _time(state, caps)
 
 
 def update_streaks(state: RunState, outcome: IterationOutcome) -> None:
