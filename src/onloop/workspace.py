@@ -129,23 +129,29 @@ def _assert_run_worktree(worktree: Path, run_id: str) -> None:
         raise WorkspaceError(f"refusing to reset {worktree}: it is on {current!r}, not {branch_name(run_id)!r}")
 
 
-def diff_stat(worktree: Path, base: str, head: str = "HEAD", *, ignore: tuple[str, ...] = ()) -> DiffStat:
-    """Lines and files changed between two commits, leaving out caches, logs and `ignore` globs."""
+NumStat = list[tuple[str, int, int]]  # (path, lines added, lines removed); binary files count 0 lines
+
+
+def numstat(worktree: Path, base: str, head: str = "HEAD") -> NumStat:
+    """Per-file line counts between two commits, caches and logs left out."""
     out = git(worktree, "diff", "--numstat", "-z", "--no-renames", base, head)
-    files = added = removed = 0
-    paths: list[str] = []
+    entries: NumStat = []
     for entry in out.split("\0"):
         parts = entry.split("\t", 2)
-        if len(parts) != 3:
-            continue
-        add, rem, path = parts
-        if is_noise(path) or any(fnmatch(path, pattern) for pattern in ignore):
-            continue
-        files += 1
-        added += int(add) if add.isdigit() else 0
-        removed += int(rem) if rem.isdigit() else 0
-        paths.append(path)
-    return DiffStat(files, added, removed, tuple(paths))
+        if len(parts) == 3 and not is_noise(parts[2]):
+            add, rem, path = parts
+            entries.append((path, int(add) if add.isdigit() else 0, int(rem) if rem.isdigit() else 0))
+    return entries
+
+
+def summarize(entries: NumStat, *, ignore: tuple[str, ...] = ()) -> DiffStat:
+    kept = [e for e in entries if not any(fnmatch(e[0], pattern) for pattern in ignore)]
+    return DiffStat(len(kept), sum(e[1] for e in kept), sum(e[2] for e in kept), tuple(e[0] for e in kept))
+
+
+def diff_stat(worktree: Path, base: str, head: str = "HEAD", *, ignore: tuple[str, ...] = ()) -> DiffStat:
+    """Lines and files changed between two commits, leaving out caches, logs and `ignore` globs."""
+    return summarize(numstat(worktree, base, head), ignore=ignore)
 
 
 def is_noise(path: str) -> bool:

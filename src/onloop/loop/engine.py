@@ -31,6 +31,7 @@ from onloop.loop import rules
 from onloop.loop.baseline import load_baseline, take_baseline
 from onloop.loop.events import EventLog, Reporter
 from onloop.loop.iteration import IterationContext, run_iteration
+from onloop.loop.plan import parse_plan
 from onloop.loop.setup import RunPaths, run_paths
 from onloop.loop.state import RunState
 from onloop.loop.steering import apply_steering
@@ -40,6 +41,7 @@ from onloop.process import Sandbox
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
+from onloop.workspace import show_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,7 @@ class Engine:
         self.fallback = self._backend(config.run.fallback_backend) if config.run.fallback_backend else None
 
     def _backend(self, name: str) -> AgentBackend:
-        cfg = self.config.backend_config(name)
-        options = cfg.model_dump()
-        if cfg.kind == "builtin":
-            # The built-in agent's run_action tool may run exactly the policy's named actions.
-            options.setdefault("policy_actions", {k: a.model_dump() for k, a in self.config.policy.actions.items()})
-        return create_backend(BackendSpec(name, cfg.kind, options, Path(self.row.workspace), self.config.policy))
+        return make_backend(self.config, name, Path(self.row.workspace))
 
     def execute(self) -> RunOutcome:
         started = self.clock.monotonic()
@@ -158,6 +155,7 @@ class Engine:
     def _iterate(self, sandbox: Sandbox, baseline: dict[str, GateRun], started: float,
                  elapsed_at_start: float) -> tuple[StopReason, str]:
         previous_failing = {name: run.failing for name, run in baseline.items()}
+        base_plan_open = self._base_plan_open()
         while True:
             self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
             decision = rules.before_iteration(self.state, self.caps)
@@ -169,10 +167,16 @@ class Engine:
                 events=self.events, state=self.state, sandbox=sandbox, backend=self.backend,
                 fallback=self.fallback, baseline=baseline, previous_failing=previous_failing,
                 operator_messages=messages, run_started=started, elapsed_at_start=elapsed_at_start,
+                base_plan_open=base_plan_open,
             )
             decision, previous_failing = run_iteration(ctx)
             if decision:
                 return decision
+
+    def _base_plan_open(self) -> tuple[str, ...]:
+        """The base commit's open plan items: done needs every one of them checked, not deleted."""
+        text = show_file(Path(self.row.worktree), self.row.base_commit, self.config.context.plan)
+        return parse_plan(text).open_items if text is not None else ()
 
     def _mark_interrupted(self) -> None:
         from onloop.loop.recovery import recover_interrupted
@@ -223,9 +227,18 @@ def model_endpoint(config: Config) -> str | None:
 def preflight(config: Config, workspace: Path) -> None:
     """Operator mistakes that would only show once a run exists: found before creating one."""
     for name in filter(None, (config.run.backend, config.run.fallback_backend)):
-        cfg = config.backend_config(name)
-        create_backend(BackendSpec(name, cfg.kind, cfg.model_dump(), workspace, config.policy))
+        make_backend(config, name, workspace)
     model_endpoint(config)
+
+
+def make_backend(config: Config, name: str, workspace: Path) -> AgentBackend:
+    """The backend `name` of `config`: its options, under the run's policy."""
+    cfg = config.backend_config(name)
+    options = cfg.model_dump()
+    if cfg.kind == "builtin":
+        # The built-in agent's run_action tool may run exactly the policy's named actions.
+        options.setdefault("policy_actions", {k: a.model_dump() for k, a in config.policy.actions.items()})
+    return create_backend(BackendSpec(name, cfg.kind, options, workspace, config.policy))
 
 
 def apply_overrides(config: Config, **overrides: object) -> Config:

@@ -31,7 +31,7 @@ from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
 from onloop.loop.guard import Breach, audit_iteration
 from onloop.loop.hallucinations import BLOCKING, check_iteration
-from onloop.loop.plan import Plan, newly_closed, parse_plan, read_plan
+from onloop.loop.plan import Plan, newly_closed, read_plan
 from onloop.loop.setup import RunPaths
 from onloop.loop.state import RunState
 from onloop.loop.verify import Delta, compute_delta, done_blockers
@@ -41,7 +41,7 @@ from onloop.store import quarantine
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
-from onloop.workspace import checkpoint, reset_to, rollback, show_file, tag, working_diff
+from onloop.workspace import checkpoint, reset_to, rollback, tag, working_diff
 
 Failing = dict[str, frozenset[str]]
 
@@ -62,6 +62,7 @@ class IterationContext:
     previous_failing: Failing
     operator_messages: list[str] = field(default_factory=list)
     flaky: dict[str, frozenset[str]] = field(default_factory=dict)
+    base_plan_open: tuple[str, ...] = ()  # the plan's open items at the run's base commit
     run_started: float = 0.0
     elapsed_at_start: float = 0.0
 
@@ -228,7 +229,7 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
     claimed = bool(receipt.data.get("claimed_done"))
     made_up, made_up_notes = _hallucinations(ctx, previous, delta, call.result.final_message)
     removed = _removed_plan_items(ctx, plan_before, plan_after)
-    must_close = tuple(dict.fromkeys((*_base_plan(ctx).open_items, *plan_before.open_items)))
+    must_close = tuple(dict.fromkeys((*ctx.base_plan_open, *plan_before.open_items)))
     blockers = done_blockers(ctx.config, verdicts, plan_after, delta, must_close) + made_up
     incidents = ["hallucination"] * len(made_up_notes) + (["plan_tamper"] if removed else [])
     if claimed and blockers:
@@ -287,11 +288,6 @@ def _verdict_with_flaky_rerun(ctx: IterationContext, n: int, name: str, runs: di
         ctx.events.emit("flaky", f"{name}: {len(flaky)} flaky check(s) quarantined: {', '.join(sorted(flaky)[:5])}",
                         gate=name, checks=sorted(flaky))
     return compare(runs[name], ctx.baseline.get(name), previous, ignore | flaky)
-
-
-def _base_plan(ctx: IterationContext) -> Plan:
-    text = show_file(ctx.worktree, ctx.row.base_commit, ctx.config.context.plan)
-    return parse_plan(text) if text is not None else Plan((), exists=False)
 
 
 def _removed_plan_items(ctx: IterationContext, before: Plan, after: Plan) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 from onloop.config import Config
 from onloop.gates.baseline import GateVerdict
 from onloop.loop.plan import Plan
-from onloop.workspace import diff_stat
+from onloop.workspace import diff_stat, numstat, summarize
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,12 @@ def canon_ignores(config: Config) -> tuple[str, ...]:
 def compute_delta(worktree: Path, base: str, previous: str, head: str, config: Config,
                   verdicts: Mapping[str, GateVerdict], closed: tuple[str, ...]) -> Delta:
     ignore = canon_ignores(config)
-    step = diff_stat(worktree, previous, head, ignore=ignore)
+    this_iteration = numstat(worktree, previous, head)
+    step = summarize(this_iteration, ignore=ignore)
     whole = diff_stat(worktree, base, head, ignore=ignore)
     fixed = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.fixed))
     broken = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.new_failures))
-    all_paths = diff_stat(worktree, previous, head).paths  # the plan too: a claimed edit may be to it
+    all_paths = summarize(this_iteration).paths  # the plan too: a claimed edit may be to it
     return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths)
 
 
