@@ -28,7 +28,7 @@ from pydantic import (
 
 from onloop.errors import ConfigError
 from onloop.models.config import ModelConfig
-from onloop.policy.model import Policy
+from onloop.policy.model import Policy, Size
 from onloop.usage import parse_money
 
 CONFIG_FILE = "onloop.toml"
@@ -141,6 +141,25 @@ class GateConfig(_Section):
     flaky_reruns: int = Field(
         1, ge=0, le=3, description="re-runs of a gate with new failures: a check that then passes is flaky"
     )
+    tolerate: list[str] = Field(
+        default_factory=list, description="check ids or globs that may fail at the end as they failed at baseline "
+        "(every other check failing at baseline is a target that must pass for done)"
+    )
+    tolerate_preexisting: bool = Field(
+        False, description="tolerate every check that fails at baseline (no targets): only new failures block done"
+    )
+    harness: list[str] = Field(
+        default_factory=list, description="more globs of harness files, always taken from the base commit when "
+        "this gate runs (conftest.py files, test configuration, helpers and data under test dirs are by default)"
+    )
+    max_output: Size = Field(
+        256 * 1024**2, description="differential: the largest output of one side on one input, compared whole; "
+        "above it the input is an error, never a partial comparison, e.g. '256MiB'"
+    )
+    reference_files: list[str] | None = Field(
+        None, description="differential: globs of the reference's files in the repository and absolute host paths, "
+        "hidden from the candidate (default: what the reference argv names)"
+    )
     reference: list[str] | None = Field(None, description="differential: the reference argv ({input} = the file)")
     candidate: list[str] | None = Field(None, description="differential: the candidate argv ({input} = the file)")
     inputs: list[str] = Field(default_factory=list, description="differential: globs of input files in the worktree")
@@ -187,6 +206,11 @@ class HallucinationConfig(_Section):
     )
     python: str | None = Field(
         None, description="the project's interpreter, for the import check (default: onloop's own)"
+    )
+    online: bool = Field(
+        False, description="ask the registries over the network for names offline data cannot verify (never with "
+        "policy.network = \"none\"); by default only offline data is used: `onloop registry sync`, the installed "
+        "environment and lock files"
     )
 
 

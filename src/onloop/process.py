@@ -53,6 +53,12 @@ class ProcessSpec:
     network: bool = False
     limits: Limits = Limits()
     label: str = ""
+    # Open file descriptors the child inherits (a gate's private report channel); everything else is
+    # closed in the child, as subprocess does by default.
+    pass_fds: tuple[int, ...] = ()
+    # Host paths masked inside the sandbox for this process only (a differential gate's reference,
+    # hidden from the candidate): a directory becomes an empty tmpfs, a file /dev/null.
+    masked: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,7 @@ def run_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if stderr_path else subprocess.STDOUT,
         start_new_session=True,
+        pass_fds=spec.pass_fds,
     )
     killer = _Killer(proc)
     timer = threading.Timer(spec.timeout, killer.kill_for_timeout) if spec.timeout else None

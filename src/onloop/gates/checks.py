@@ -16,6 +16,10 @@ class CheckStatus(enum.Enum):
     FAILED = "failed"
     ERROR = "error"  # the check could not run (collection error, setup error)
     SKIPPED = "skipped"
+    # A differential gate's input on which the reference itself failed (crashed, timed out, could not
+    # run, or flooded its output): nothing can be said of the candidate there. Counted and reported,
+    # never a candidate mismatch, never silently dropped.
+    REFERENCE_FAILED = "reference-failed"
 
     @property
     def failing(self) -> bool:

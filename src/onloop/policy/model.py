@@ -171,6 +171,23 @@ class Policy(_Strict):
         "block", description="a high-entropy string that matches no known secret format: block (roll back) or warn"
     )
     max_breaches: int = Field(3, ge=1, description="policy breaches in a run before it stops as blocked")
+    harness: Literal["protected", "extend"] = Field(
+        "protected", description="protected: any change to the test harness (conftest.py, test configuration, "
+        "helpers and data under test dirs) is rolled back; extend: the agent may add new test files, helpers and "
+        "data (existing harness files always come from the base commit)"
+    )
+    new_conftest: bool = Field(
+        False, description="load conftest.py files the agent adds (only with harness = \"extend\"); by default "
+        "gates never load them"
+    )
+    spec_changes: Literal["review", "planned"] = Field(
+        "review", description="an existing test's expected values changed: review (blocks done, goes to review) or "
+        "planned (allowed when a plan item of the base commit says \"spec change\")"
+    )
+    caches: list[str] = Field(
+        default_factory=list, description="globs of ignored paths in the worktree kept between iterations (every "
+        "other ignored or untracked file is removed; caches never reach a gate's checkout), e.g. ['.venv/']"
+    )
 
     @field_validator("writable")
     @classmethod

@@ -193,6 +193,7 @@ class BwrapSandbox:
             args += ["--bind", str(path), str(path)]
         for path in inner:
             args += ["--tmpfs", str(path)]
+        args += masked_args(spec.masked)
         for path in self._git_paths():
             args += ["--ro-bind", str(path), str(path)]
         if self._bridged:
@@ -289,6 +290,19 @@ def secret_mask_args() -> list[str]:
     for name in ETC_SECRET_DIRS:
         if os.path.isdir(name):
             args += ["--tmpfs", name]
+    return args
+
+
+def masked_args(paths: Iterable[Path]) -> list[str]:
+    """Paths hidden from one process on top of everything else: a directory becomes an empty tmpfs,
+    a file (or a link to one) reads as /dev/null. Paths that do not exist need no mask."""
+    args: list[str] = []
+    for path in paths:
+        real = path.resolve()
+        if real.is_dir():
+            args += ["--tmpfs", str(real)]
+        elif real.exists():
+            args += ["--ro-bind", "/dev/null", str(real)]
     return args
 
 
