@@ -57,7 +57,7 @@ class ProcessSpec:
     # closed in the child, as subprocess does by default.
     pass_fds: tuple[int, ...] = ()
     # Host paths masked inside the sandbox for this process only (a differential gate's reference,
-    # hidden from the candidate): a directory becomes an empty tmpfs, a file /dev/null.
+    # hidden from the candidate): a directory becomes an empty tmpfs, a file cannot be opened.
     masked: tuple[Path, ...] = ()
 
 

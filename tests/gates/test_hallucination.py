@@ -13,7 +13,6 @@ from typing import ClassVar
 import pytest
 
 from onloop.gates.hallucination import (
-    CachedRegistryClient,
     Finding,
     HttpRegistryClient,
     added_dependencies,
@@ -22,7 +21,10 @@ from onloop.gates.hallucination import (
     check_imports,
     claimed_paths,
     find_spec_in,
+    lock_file_names,
+    normalise_name,
 )
+from onloop.gates.registry import CachedRegistryClient
 
 KNOWN = {"/pypi/requests/json", "/pypi/pytest/json", "/left-pad", "/@scope%2Fwidget", "/api/v1/crates/serde",
          "/api/v1/crates/tokio"}
@@ -154,6 +156,12 @@ def test_imports_that_exist_nowhere(tmp_path: Path) -> None:
     assert all(f.kind == "hallucination" and f.category == "import" for f in findings)
 
 
+def test_imports_the_code_had_before_are_not_the_agents(tmp_path: Path) -> None:
+    source = "import legacy_missing_module\nimport brand_new_made_up\n"
+    findings = check_imports({"a.py": source}, repo_root=tmp_path, already_imported={"legacy_missing_module"})
+    assert [f.subject for f in findings] == ["brand_new_made_up"]
+
+
 def test_imports_checked_in_another_interpreter(tmp_path: Path) -> None:
     installed = find_spec_in(sys.executable)
     assert installed("pydantic") is True
@@ -186,3 +194,46 @@ def test_claimed_paths_checked_against_the_diff() -> None:
     assert check_claimed_paths(FINAL_MESSAGE, [*changed, "CHANGELOG.md"]) == []
     # An abbreviated claim matches the full path in the diff.
     assert check_claimed_paths("Updated `invoice.py`.", ["src/billing/invoice.py"]) == []
+
+
+def test_names_compare_the_way_each_registry_does() -> None:
+    assert normalise_name("pypi", "Zope.Interface") == normalise_name("pypi", "zope_interface") == "zope-interface"
+    assert normalise_name("crates", "Serde-JSON") == normalise_name("crates", "serde_json") == "serde_json"
+    assert normalise_name("npm", "JSONStream") == "JSONStream"  # npm's legacy capitals are part of the name
+
+
+POETRY_LOCK = '[[package]]\nname = "Requests"\nversion = "2.31.0"\n\n[[package]]\nname = "zope.interface"\n'
+PIPFILE_LOCK = '{"_meta": {}, "default": {"flask": {"version": "==3.0"}}, "develop": {"black": {}}}'
+PACKAGE_LOCK_V3 = ('{"name": "app", "lockfileVersion": 3, "packages": {"": {"name": "app"}, '
+                   '"node_modules/left-pad": {}, "node_modules/@scope/widget": {}, '
+                   '"node_modules/left-pad/node_modules/is-odd": {}}}')
+PACKAGE_LOCK_V1 = '{"lockfileVersion": 1, "dependencies": {"a": {"dependencies": {"b": {"version": "1"}}}}}'
+YARN_CLASSIC = ('# yarn lockfile v1\n\n"@babel/core@^7.0.0", "@babel/core@^7.1.0":\n  version "7.1.0"\n\n'
+                'lodash@^4.17.21:\n  version "4.17.21"\n  dependencies:\n    nested "1"\n')
+YARN_BERRY = '__metadata:\n  version: 6\n\n"lodash@npm:^4.17.21":\n  version: 4.17.21\n'
+PNPM_V5 = "lockfileVersion: 5.4\npackages:\n  /lodash/4.17.21:\n    dev: false\n  /@babel/core/7.0.0_react@18.0.0:\n"
+PNPM_V6 = "lockfileVersion: '6.0'\npackages:\n  /@types/node@20.1.0:\n    resolution: {}\n  /ms@2.1.3(x@1.0.0):\n"
+PNPM_V9 = "lockfileVersion: '9.0'\nimporters:\n  .:\n    dependencies:\npackages:\n  'chalk@5.3.0':\n    x: 1\n"
+CARGO_LOCK = 'version = 3\n\n[[package]]\nname = "serde-json"\nversion = "1.0.0"\n'
+
+
+@pytest.mark.parametrize(("path", "content", "expected"), [
+    ("poetry.lock", POETRY_LOCK, {("pypi", "requests"), ("pypi", "zope-interface")}),
+    ("sub/uv.lock", POETRY_LOCK, {("pypi", "requests"), ("pypi", "zope-interface")}),
+    ("Pipfile.lock", PIPFILE_LOCK, {("pypi", "flask"), ("pypi", "black")}),
+    ("requirements-lock.txt", "Requests==2.31.0\n-r other.txt\nidna==3.6  # via requests\n",
+     {("pypi", "requests"), ("pypi", "idna")}),
+    ("package-lock.json", PACKAGE_LOCK_V3, {("npm", "left-pad"), ("npm", "@scope/widget"), ("npm", "is-odd")}),
+    ("package-lock.json", PACKAGE_LOCK_V1, {("npm", "a"), ("npm", "b")}),
+    ("yarn.lock", YARN_CLASSIC, {("npm", "@babel/core"), ("npm", "lodash")}),
+    ("yarn.lock", YARN_BERRY, {("npm", "lodash")}),
+    ("pnpm-lock.yaml", PNPM_V5, {("npm", "lodash"), ("npm", "@babel/core")}),
+    ("pnpm-lock.yaml", PNPM_V6, {("npm", "@types/node"), ("npm", "ms")}),
+    ("pnpm-lock.yaml", PNPM_V9, {("npm", "chalk")}),
+    ("Cargo.lock", CARGO_LOCK, {("crates", "serde_json")}),
+    ("poetry.lock", "not [ toml", set()),
+    ("package-lock.json", "{broken", set()),
+    ("README.md", "lodash@^4:", set()),
+])
+def test_lock_file_names(path: str, content: str, expected: set[tuple[str, str]]) -> None:
+    assert lock_file_names(path, content) == expected

@@ -14,36 +14,65 @@ from onloop.testing import Edit, FakeModelServer, Scenario, Step, Turn
 from tests.loop.helpers import receipts, workspace
 from tests.loop.test_run_e2e import feature
 
+# A check whose outcome follows a script of its own, one entry per run, through a counter on the host:
+# real flakiness, with the sequence under the test's control. Sandbox off for these (the gate must
+# reach the counter); what is tested is the evidence rule, not the sandbox.
 FLAKY_TEST = """import os
 import unittest
+
+COUNTER = {counter!r}
+SCRIPT = {script!r}
 
 
 class F(unittest.TestCase):
     def test_flaky(self):
-        # Fails the first time it ever runs in this worktree, passes afterwards: a flaky test.
-        if not os.path.exists(".flaky-seen"):
-            open(".flaky-seen", "w").close()
+        runs = 0
+        if os.path.exists(COUNTER):
+            with open(COUNTER) as handle:
+                runs = int(handle.read())
+        with open(COUNTER, "w") as handle:
+            handle.write(str(runs + 1))
+        if runs < len(SCRIPT) and SCRIPT[runs] == "fail":
             self.fail("timing-dependent failure")
 """
+FLAKY_ID = "tests.test_flaky.F.test_flaky"
 
 
-def test_a_check_that_passes_on_an_immediate_rerun_is_flaky_and_quarantined(make_repo, tmp_path: Path) -> None:
-    first = Step(**{**feature("one", "first").__dict__,
-                    "edits": (*feature("one", "first").edits, Edit("tests/test_flaky.py", write=FLAKY_TEST))})
-    repo = workspace(make_repo, tmp_path, Scenario((first, feature("two", "second"))),
-                     files={".gitignore": "__pycache__/\n*.pyc\n.flaky-seen\n"})
+def _flaky_repo(make_repo, tmp_path: Path, script: list[str]) -> Path:
+    test = FLAKY_TEST.format(counter=str(tmp_path / "runs.count"), script=script)
+    return workspace(make_repo, tmp_path, Scenario((feature("one", "first"), feature("two", "second"))),
+                     files={"tests/test_flaky.py": test}, extra='[policy]\nsandbox = "none"\n')
+
+
+def test_a_check_that_flips_on_the_candidate_and_on_the_base_is_flaky_for_this_run(make_repo, tmp_path: Path) -> None:
+    # runs: baseline pass, candidate fail, identical re-run pass, re-run on the base fail (a flip there too)
+    repo = _flaky_repo(make_repo, tmp_path, ["pass", "fail", "pass", "fail"])
     db = Database.open_default()
 
     outcome = start_run(repo, db=db)
 
     assert outcome.reason is StopReason.DONE
     one = receipts(db, outcome.run_id)[0]
-    assert one["flaky"] == {"tests": ["tests.test_flaky.F.test_flaky"]}
+    assert one["flaky"] == {"tests": [FLAKY_ID]}
     assert one["gates"]["tests"]["status"] == "pass" and one["delta"]["checks_fixed"] == []
     listed = quarantine.list_all(db, str(repo))
-    assert [(q["gate"], q["check_id"], q["times"]) for q in listed] == [("tests", "tests.test_flaky.F.test_flaky", 1)]
+    assert [(q["gate"], q["check_id"], q["scope"]) for q in listed] == [("tests", FLAKY_ID, outcome.run_id)]
+    assert quarantine.quarantined(db, str(repo), "tests") == frozenset(), "not workspace-wide until confirmed"
     logs = Path(store.get_run(db, outcome.run_id).worktree).parent / "logs"
-    assert (logs / "gate-tests-i001-rerun.log").exists()
+    assert (logs / "gate-tests-base-rerun-1.log").exists()
+
+
+def test_a_flip_the_base_does_not_show_is_a_failure_not_flakiness(make_repo, tmp_path: Path) -> None:
+    # runs: baseline pass, candidate fail, re-run pass, base re-run pass: only the candidate flips
+    repo = _flaky_repo(make_repo, tmp_path, ["pass", "fail", "pass", "pass"])
+    db = Database.open_default()
+
+    outcome = start_run(repo, db=db, max_iterations=1)
+
+    one = receipts(db, outcome.run_id)[0]
+    assert one["flaky"] == {}
+    assert one["gates"]["tests"]["new_failures"] == [FLAKY_ID], "failed in one of two identical runs: failing"
+    assert quarantine.list_all(db, str(repo)) == []
 
 
 REFERENCE = "import sys\nprint(sum(int(x) for x in open(sys.argv[1]).read().split()))\n"
@@ -68,7 +97,8 @@ def test_differential_gate_compares_a_port_with_its_reference(make_repo, tmp_pat
     baseline = store.load_baselines(db, outcome.run_id)["port"]
     assert {c[0]: c[1] for c in baseline["checks"]} == {"port:cases/a.txt": "failed", "port:cases/b.txt": "failed"}
     first, second = receipts(db, outcome.run_id)
-    assert first["gates"]["port"]["preexisting"] == ["port:cases/a.txt", "port:cases/b.txt"]
+    assert first["gates"]["port"]["targets_left"] == ["port:cases/a.txt", "port:cases/b.txt"]
+    assert "target(s) still failing" in " ".join(first["done_blockers"])
     assert "-6" in first["feedback"] or "6" in first["feedback"], "the condensed diff reaches the agent"
     assert second["gates"]["port"]["fixed"] == ["port:cases/a.txt", "port:cases/b.txt"]
 
@@ -96,14 +126,19 @@ def test_judge_gate_runs_after_hard_gates_and_can_only_add_a_failure(make_repo, 
     assert third["gates"]["review"]["status"] == "pass"
 
 
-def test_quarantine_cli_lists_and_removes(make_repo, tmp_path: Path) -> None:
+def test_quarantine_cli_lists_confirms_and_removes(make_repo, tmp_path: Path) -> None:
     from tests.loop.helpers import onloop_cli
 
     repo = make_repo({"a.txt": "x"})
     db = Database.open_default()
-    quarantine.add(db, str(repo), "tests", ["t.test_x"], "2026-01-01T00:00:00")
+    quarantine.add(db, str(repo), "tests", ["t.test_x"], "2026-01-01T00:00:00", run_id="run-1")
     listed = onloop_cli("quarantine", "list")
-    assert listed.returncode == 0 and "t.test_x" in listed.stdout
+    assert listed.returncode == 0 and "t.test_x" in listed.stdout and "run run-1" in listed.stdout
+    assert quarantine.quarantined(db, str(repo), "tests", "run-1") == {"t.test_x"}
+    assert quarantine.quarantined(db, str(repo), "tests", "run-2") == frozenset()
+    assert onloop_cli("quarantine", "confirm", "tests", "t.test_x", "-C", str(repo)).returncode == 0
+    assert quarantine.quarantined(db, str(repo), "tests", "run-2") == {"t.test_x"}
+    assert onloop_cli("quarantine", "confirm", "tests", "t.nope", "-C", str(repo)).returncode == 2
     assert onloop_cli("quarantine", "remove", "tests", "t.test_x", "-C", str(repo)).returncode == 0
     assert quarantine.quarantined(db, str(repo), "tests") == frozenset()
     again = onloop_cli("quarantine", "remove", "tests", "t.test_x", "-C", str(repo))

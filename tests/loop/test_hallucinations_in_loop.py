@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from onloop.gates.registry import RegistryStore, sync
 from onloop.loop.api import start_run
 from onloop.loop.stop import StopReason
 from onloop.store import runs as store
@@ -52,6 +53,11 @@ def test_made_up_dependency_import_and_claimed_edit(make_repo, tmp_path: Path, i
     repo = workspace(make_repo, tmp_path, scenario, files={"requirements.txt": "requests\n"},
                      extra=f'[hallucination]\nregistries = {{ pypi = "{index}" }}\n')
     db = Database.open_default()
+    # The operator synced the whole PyPI name list: offline (the default), a name missing from it is made
+    # up, and no name the agent chose is ever sent to a registry.
+    names = tmp_path / "pypi-names.txt"
+    names.write_text("requests\nurllib3\n")
+    sync(RegistryStore(), "pypi", from_file=names)
 
     outcome = start_run(repo, db=db)
 
@@ -67,15 +73,22 @@ def test_made_up_dependency_import_and_claimed_edit(make_repo, tmp_path: Path, i
     assert "Made up (dependency)" in first["feedback"]
 
 
-def test_unverifiable_registry_is_a_warning_not_a_pass(make_repo, tmp_path: Path) -> None:
+def test_an_unverifiable_dependency_blocks_done_while_the_branch_has_it(make_repo, tmp_path: Path) -> None:
+    """Offline (the default), nobody knows `something-new`: never a silent pass, and never a lookup
+    from the host with a name the agent chose. It blocks done in every iteration until it is gone."""
     add = Step(message="added a dependency", plan_check=("first",),
                edits=(Edit("requirements.txt", write="requests\nsomething-new\n"),))
-    repo = workspace(make_repo, tmp_path, Scenario((add, feature("two", "second"))),
-                     files={"requirements.txt": "requests\n"})
+    other = Step(**{**feature("two", "second").__dict__, "claim_done": True})
+    drop = Step(message="dropped it", claim_done=True, edits=(Edit("requirements.txt", write="requests\n"),))
+    repo = workspace(make_repo, tmp_path, Scenario((add, other, drop)), files={"requirements.txt": "requests\n"})
     db = Database.open_default()
 
     outcome = start_run(repo, db=db)
 
+    assert outcome.reason is StopReason.DONE and outcome.iterations == 3
     warnings = [e["message"] for e in store.events_after(db, outcome.run_id) if e["kind"] == "warning"]
     assert any("could not verify dependency something-new" in w for w in warnings)
+    first, second, _ = receipts(db, outcome.run_id)
+    for receipt in (first, second):  # iteration 2 did not touch requirements.txt: still blocked
+        assert any("unverifiable dependency 'something-new'" in b for b in receipt["done_blockers"]), receipt
     assert not [i for i in store.incidents(db, outcome.run_id) if i["kind"] == "hallucination"]

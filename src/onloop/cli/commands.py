@@ -109,7 +109,16 @@ def _gates_cell(receipt: dict[str, Any]) -> str:
     gates = receipt.get("gates") or {}
     if not gates:
         return "-" if receipt.get("status") != "rolled_back" else "rolled back"
-    return " ".join(f"{name}:{'ok' if not g['new_failures'] else 'FAIL'}" for name, g in gates.items())
+    return " ".join(f"{name}:{_gate_word(g)}" for name, g in gates.items())
+
+
+def _gate_word(gate: dict[str, Any]) -> str:
+    status = str(gate.get("status", ""))
+    if status == "broken":
+        return "BROKEN"
+    if status.startswith("pass"):
+        return "ok"
+    return "FAIL" if gate.get("new_failures") else f"{len(gate.get('targets_left', []))}left"
 
 
 def _decision_cell(it: dict[str, Any]) -> str:
@@ -156,9 +165,26 @@ def do_show(run_id: str, iteration: int | None, json_output: bool) -> None:
             return
         receipts_table(db, row.id)
         console.print(f"status {row.status}  reason {row.stop_reason or '-'}  {row.stop_detail or ''}", markup=False)
+        _targets_left(store.get_iterations(db, row.id))
         console.print(f"worktree {row.worktree}\nlogs     {Path(row.worktree).parent / 'logs'}", markup=False)
         return
     _show_iteration(db, row.id, iteration, json_output)
+
+
+def _targets_left(iterations: list[dict[str, Any]]) -> None:
+    """The targets (checks failing at baseline that must pass) the last judged iteration left."""
+    judged = [r for r in map(_receipt, iterations) if r.get("gates")]
+    if not judged:
+        return
+    for name, gate in sorted(judged[-1]["gates"].items()):
+        left = gate.get("targets_left") or []
+        if gate.get("broken"):
+            console.print(f"gate {name}: broken: {gate['broken']}", style="red", markup=False)
+        elif left:
+            console.print(f"gate {name}: {len(left)} of {gate.get('targets', len(left))} target(s) left: "
+                          f"{', '.join(left[:20])}{' ...' if len(left) > 20 else ''}", markup=False)
+        elif gate.get("targets"):
+            console.print(f"gate {name}: all {gate['targets']} target(s) met", markup=False)
 
 
 def _row_dict(row: store.RunRow) -> dict[str, Any]:
@@ -177,7 +203,7 @@ def _show_iteration(db: Database, run_id: str, n: int, json_output: bool) -> Non
         print(json.dumps({"receipt": receipt, "incidents": incidents}, indent=1, default=str))
         return
     console.print(f"iteration {n} of run {run_id}: {it['status']}", style="bold", markup=False)
-    for key in ("plan_item", "backend", "model", "agent_status", "attempts", "tokens_in", "tokens_out",
+    for key in ("plan_item", "backend", "model", "agent_status", "agent_error", "attempts", "tokens_in", "tokens_out",
                 "cost_usd", "cost_source", "wall_seconds", "claimed_done", "commit", "tag", "decision", "reason"):
         if key in receipt:
             console.print(f"  {key:13} {receipt[key]}", markup=False)
@@ -186,8 +212,14 @@ def _show_iteration(db: Database, run_id: str, n: int, json_output: bool) -> Non
         console.print(f"  diff stat     {delta.get('files_changed')} file(s), +{delta.get('lines_added')} "
                       f"-{delta.get('lines_removed')}", markup=False)
     for name, gate in (receipt.get("gates") or {}).items():
+        if gate.get("broken"):
+            console.print(f"  gate {name}: broken: {gate['broken']}", style="red", markup=False)
+            continue
         console.print(f"  gate {name}: {gate['status']}  new {gate['new_failures'][:10]}  fixed "
-                      f"{gate['fixed'][:10]}  pre-existing {len(gate['preexisting'])}", markup=False)
+                      f"{gate['fixed'][:10]}  targets left {gate.get('targets_left', [])[:10]}  tolerated "
+                      f"{len(gate.get('tolerated', []))}  report: {gate.get('report') or '-'}", markup=False)
+    for reason in receipt.get("review") or []:
+        console.print(f"  review        {reason}", style="yellow", markup=False)
     for incident in incidents:
         console.print(f"  incident {incident['kind']}: {incident['summary']}", style="red", markup=False)
     console.print(f"  transcript    {it['transcript_path']}", markup=False)

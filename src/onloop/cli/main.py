@@ -160,7 +160,7 @@ def _register_subcommands() -> None:
     """Sub-apps of other subsystems register themselves (each module has a `register(app)`)."""
     import importlib
 
-    for name in ("policy", "memory", "condense", "quarantine"):
+    for name in ("policy", "memory", "condense", "quarantine", "registry"):
         try:
             module = importlib.import_module(f"onloop.cli.{name}")
         except ModuleNotFoundError as exc:

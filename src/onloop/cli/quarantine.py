@@ -1,4 +1,5 @@
-"""`onloop quarantine`: the flaky checks onloop set aside, per workspace, and taking them back."""
+"""`onloop quarantine`: the flaky checks onloop set aside (per run, on evidence), confirming them for the
+workspace, and taking them back."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ quarantine_app = typer.Typer(help="Flaky checks: they neither block done nor cou
 def list_command(
     workspace: Annotated[Path | None, typer.Option("--path", "-C", help="only this workspace")] = None,
 ) -> None:
-    """Every quarantined check, with when it was seen flaky and how often."""
+    """Every quarantined check: its scope (a run, or the workspace), when it was seen flaky and how often."""
     from onloop.store import quarantine
     from onloop.store.db import Database
 
     root = str(workspace.resolve()) if workspace else None
     table = Table(title="quarantined checks")
-    for column in ("workspace", "gate", "check", "times", "first seen", "last seen"):
+    for column in ("workspace", "gate", "check", "scope", "times", "first seen", "last seen"):
         table.add_column(column, overflow="fold")
     for row in quarantine.list_all(Database.open_default(), root):
-        table.add_row(row["workspace"], row["gate"], row["check_id"], str(row["times"]), row["first_seen"],
+        scope = f"run {row['scope']}" if row["scope"] else "workspace"
+        table.add_row(row["workspace"], row["gate"], row["check_id"], scope, str(row["times"]), row["first_seen"],
                       row["last_seen"])
     Console(highlight=False).print(table)
 
@@ -47,6 +49,25 @@ def remove_command(
         typer.echo(f"onloop: {check!r} of gate {gate!r} is not in quarantine", err=True)
         raise typer.Exit(2)
     typer.echo(f"removed {check} ({gate}) from quarantine")
+
+
+@quarantine_app.command("confirm")
+def confirm_command(
+    gate: Annotated[str, typer.Argument(help="the gate's name")],
+    check: Annotated[str, typer.Argument(help="the check id")],
+    workspace: Annotated[Path, typer.Option("--path", "-C", help="the workspace")] = Path("."),
+) -> None:
+    """Confirm a check a run found flaky: from now on it is quarantined for every run of the workspace."""
+    from onloop.clock import SystemClock, utc_iso
+    from onloop.store import quarantine
+    from onloop.store.db import Database
+    from onloop.workspace import repo_root
+
+    root = str(repo_root(workspace.resolve()))
+    if not quarantine.confirm(Database.open_default(), root, gate, check, utc_iso(SystemClock().now())):
+        typer.echo(f"onloop: no run found {check!r} of gate {gate!r} flaky in {root}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"confirmed: {check} ({gate}) is quarantined for every run of {root}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,26 +1,50 @@
 """Baseline comparison, per check: what a gate result means against the untouched base commit.
 
-- a check failing in the baseline and still failing is *pre-existing*: it neither blocks nor counts;
+- a check failing in the baseline is a *target*: it must pass for "done", unless the operator
+  tolerates it (`gates.NAME.tolerate` ids or globs, or `tolerate_preexisting = true`); a tolerated
+  check that still fails neither blocks nor counts. A target is met when it passes now, or, for a
+  check that was a whole module or class (a collection error: the TDD case where a test imports what
+  does not exist yet), when it is gone and every check under it (`<target>::...`) passes. An
+  exit-code-only gate failing at baseline is a target as a whole (`<gate>:command`);
 - a check failing now that did not fail in the baseline is *new*: it blocks "done";
 - a check failing in the previous state (the baseline, or the last iteration) that passes now is
-  *fixed*: it counts as progress;
+  *fixed*: it counts as progress (a tolerated one does not);
 - a check passing in the baseline that is missing now, or skipped now, has *vanished*: it counts as a
   new failure. Making tests disappear (an exit in the code under test, a computed skip) must never
-  turn a gate green, whatever trick the diff audit did not recognise.
+  turn a gate green, whatever trick the diff audit did not recognise;
+- a *broken* run (it could not start, was killed, its runner failed) is not a result: the verdict
+  is not ok, whatever its checks say.
 The failure fingerprint (for the `stuck` rule) is a hash of the new failures' ids and normalised
-messages: the same wall hit again gives the same fingerprint even if line numbers or addresses move.
+messages (and a broken run's reason): the same wall hit again gives the same fingerprint even if
+line numbers or addresses move.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
+from onloop.gates.checks import CheckStatus
 from onloop.gates.runner import GateRun
 
 _VOLATILE = re.compile(r"0x[0-9a-fA-F]+|\d+(\.\d+)?|'[^']*'|\"[^\"]*\"")
+
+Tolerate = Callable[[str], bool]
+
+
+def tolerance(ids_or_globs: Iterable[str], everything: bool = False) -> Tolerate:
+    """The operator's `tolerate` list as a predicate on check ids (exact ids or fnmatch globs)."""
+    patterns = tuple(ids_or_globs)
+    if everything:
+        return lambda _check_id: True
+    return lambda check_id: any(check_id == p or fnmatchcase(check_id, p) for p in patterns)
+
+
+def _nothing(_check_id: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,63 +52,91 @@ class GateVerdict:
     gate: str
     required: bool
     new_failures: tuple[str, ...]
-    preexisting: tuple[str, ...]
+    tolerated: tuple[str, ...]  # failing at baseline, tolerated by the operator, still failing
+    targets: tuple[str, ...]  # failing at baseline and not tolerated: they must pass
+    targets_left: tuple[str, ...]  # targets not met yet
     fixed: tuple[str, ...]
     vanished: tuple[str, ...]  # baseline-passing checks missing or skipped now (also in new_failures)
     checks_total: int
     exit_code: int | None
     timed_out: bool
     duration: float
+    broken: str | None = None
+    report: str = ""
 
     @property
     def ok(self) -> bool:
-        """Passes against the baseline: nothing fails that did not already fail before the run."""
-        return not self.new_failures
+        """Passes against the baseline: a real result, nothing new failing, every target met."""
+        return self.broken is None and not self.new_failures and not self.targets_left
 
     @property
     def status(self) -> str:
+        if self.broken is not None:
+            return "broken"
         if self.new_failures:
             return "fail"
-        return "pass (pre-existing failures)" if self.preexisting else "pass"
+        if self.targets_left:
+            return f"fail ({len(self.targets_left)} target(s) left)"
+        return "pass (tolerated failures)" if self.tolerated else "pass"
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "gate": self.gate, "required": self.required, "status": self.status,
-            "new_failures": list(self.new_failures), "preexisting": list(self.preexisting),
-            "fixed": list(self.fixed), "vanished": list(self.vanished), "checks_total": self.checks_total,
-            "exit_code": self.exit_code,
-            "timed_out": self.timed_out, "duration": round(self.duration, 3),
+            "gate": self.gate, "required": self.required, "status": self.status, "broken": self.broken,
+            "new_failures": list(self.new_failures), "tolerated": list(self.tolerated),
+            "targets": len(self.targets), "targets_left": list(self.targets_left), "fixed": list(self.fixed),
+            "vanished": list(self.vanished), "checks_total": self.checks_total, "exit_code": self.exit_code,
+            "timed_out": self.timed_out, "duration": round(self.duration, 3), "report": self.report,
         }
 
 
 def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozenset[str],
-            ignore: frozenset[str] = frozenset()) -> GateVerdict:
+            ignore: frozenset[str] = frozenset(), tolerate: Tolerate = _nothing) -> GateVerdict:
     """`ignore`: flaky and quarantined checks, which neither block nor count as progress or regression."""
     base_failing = (baseline.failing if baseline else frozenset()) - ignore
+    tolerated_all = frozenset(c for c in base_failing if tolerate(c))
+    targets = base_failing - tolerated_all
     now_failing = current.failing - ignore
-    previous_failing = previous_failing - ignore
-    passing_now = {c.check_id for c in current.checks if not c.status.failing and c.status.value == "passed"}
-    fixed = sorted(cid for cid in previous_failing if cid in passing_now or _vanished_ok(cid, current))
+    passing_now = {c.check_id for c in current.checks if c.status is CheckStatus.PASSED}
+    met = {t for t in targets if _met(t, current, passing_now)}
+    fixed = sorted(cid for cid in (previous_failing - ignore - tolerated_all)
+                   if cid in passing_now or _met(cid, current, passing_now))
     vanished = _vanished(current, baseline) - ignore
     return GateVerdict(
         gate=current.gate,
         required=current.required,
         new_failures=tuple(sorted((now_failing - base_failing) | vanished)),
-        preexisting=tuple(sorted(now_failing & base_failing)),
+        tolerated=tuple(sorted(now_failing & tolerated_all)),
+        targets=tuple(sorted(targets)),
+        targets_left=tuple(sorted(targets - met)),
         fixed=tuple(fixed),
         vanished=tuple(sorted(vanished)),
         checks_total=len(current.checks),
         exit_code=current.exit_code,
         timed_out=current.timed_out,
         duration=current.duration,
+        broken=current.broken,
+        report=current.report,
     )
+
+
+def _met(target: str, current: GateRun, passing_now: set[str]) -> bool:
+    if current.broken is not None:
+        return False
+    if target in passing_now:
+        return True
+    if _command_level(target):
+        return current.exit_code == 0 and not current.timed_out
+    if current.check(target) is not None:
+        return False  # still there, and not passing
+    under = [c for c in current.checks if c.check_id.startswith(target + "::")]
+    return bool(under) and all(c.status is CheckStatus.PASSED for c in under)
 
 
 def _vanished(current: GateRun, baseline: GateRun | None) -> set[str]:
     if baseline is None:
         return set()
-    before = {c.check_id for c in baseline.checks if c.status.value == "passed" and not _command_level(c.check_id)}
-    present = {c.check_id for c in current.checks if c.status.value != "skipped"}
+    before = {c.check_id for c in baseline.checks if c.status is CheckStatus.PASSED and not _command_level(c.check_id)}
+    present = {c.check_id for c in current.checks if c.status is not CheckStatus.SKIPPED}
     return before - present
 
 
@@ -92,14 +144,11 @@ def _command_level(check_id: str) -> bool:
     return check_id.endswith((":command", ":timeout"))
 
 
-def _vanished_ok(check_id: str, current: GateRun) -> bool:
-    # A command-level failure (`tests:command`) that no longer appears because the command now passes.
-    return _command_level(check_id) and current.exit_code == 0 and not current.timed_out
-
-
 def fingerprint(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str | None:
     parts: list[str] = []
     for name in sorted(verdicts):
+        if verdicts[name].broken:
+            parts.append(f"{name}|broken|{_VOLATILE.sub('#', verdicts[name].broken or '')}")
         for check_id in verdicts[name].new_failures:
             check = runs[name].check(check_id)
             message = _VOLATILE.sub("#", check.message if check else "")

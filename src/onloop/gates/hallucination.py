@@ -1,14 +1,19 @@
 """Checks for things an agent made up: packages, modules and edits that do not exist.
 
-Three pure checks over inputs the loop already has (manifest contents before and after, the changed
-files, the agent's final message), so the lead can run them after every iteration:
+Three pure checks over inputs the loop already has (manifest contents at the run's base and now, the
+changed files, the agent's final message), so the lead can run them after every iteration:
 
 (a) `check_dependencies`: names added to a manifest (`pyproject.toml` dependencies and optional
     dependencies, `requirements*.txt`, `package.json` dependencies/devDependencies/peer/optional,
-    `Cargo.toml` [dependencies]/[dev-dependencies]/[build-dependencies]) are looked up in their
-    registry through a `RegistryClient`. A name the registry does not know is a hallucination (and an
-    invitation to slopsquatting: someone may register it later). An unreachable registry gives a
+    `Cargo.toml` [dependencies]/[dev-dependencies]/[build-dependencies]) are looked up through a
+    `RegistryClient`. A name the registry does not know is a hallucination (and an invitation to
+    slopsquatting: someone may register it later). A name nobody could vouch for gives a
     `could_not_verify` finding, never a silent pass. Path, git and workspace dependencies are skipped.
+    Which client answers is the caller's choice: `onloop.gates.registry` holds the offline one (a
+    synced index, lock files, the installed environment, earlier answers), because asking a registry
+    over the network sends the agent's chosen string off the host. `lock_file_names` reads the lock
+    files whose names the operator chose (poetry.lock, uv.lock, Pipfile.lock, package-lock.json,
+    yarn.lock, pnpm-lock.yaml, Cargo.lock, requirements*.txt).
 (b) `check_imports`: top-level modules imported by changed Python files that are not in the standard
     library, not in the repository tree, not importable in the given environment and not a declared
     dependency. Imports inside `try: ... except ImportError` are optional by construction and skipped.
@@ -24,9 +29,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-import sqlite3
 import sys
-import time
 import tomllib
 import urllib.error
 import urllib.parse
@@ -34,10 +37,12 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Ecosystem = Literal["pypi", "npm", "crates"]
-Exists = bool | None  # None: could not verify (registry unreachable, unexpected answer)
+ECOSYSTEMS: tuple[Ecosystem, ...] = ("pypi", "npm", "crates")
+Exists = bool | None  # None: could not verify (registry unreachable, unexpected answer, no offline data)
+NameKey = tuple[Ecosystem, str]  # an ecosystem and a name normalised with `normalise_name`
 
 DEFAULT_BASE_URLS: Mapping[str, str] = {
     "pypi": "https://pypi.org", "npm": "https://registry.npmjs.org", "crates": "https://crates.io",
@@ -50,9 +55,12 @@ _PATH_TOKEN = re.compile(r"`([^`\s]+)`|(?<![\w/.@-])((?:[\w.-]+/)*[\w-][\w.-]*\.
 _PEP508_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+FindingKind = Literal["hallucination", "could_not_verify"]
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    kind: Literal["hallucination", "could_not_verify"]
+    kind: FindingKind
     category: Literal["dependency", "import", "claimed_path"]
     subject: str  # the package, module or path
     evidence: str  # one sentence a human can check
@@ -71,13 +79,29 @@ class RegistryClient(Protocol):
         ...
 
 
+@runtime_checkable
+class DescribedRegistry(Protocol):
+    """A client that can say who gave its last answer about a name, for the finding's evidence.
+
+    Offline answers need this: "not in the pypi index synced on ..." tells the operator what to refresh,
+    where a bare "pypi does not know it" would be a claim nobody made.
+    """
+
+    def describe(self, ecosystem: Ecosystem, name: str) -> str:
+        """A clause that follows "<manifest> adds '<name>', ", e.g. "which pypi does not know"."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------- (a)
 
 
 def normalise_name(ecosystem: Ecosystem, name: str) -> str:
+    """The form a registry compares names in, so "PyYAML" in a lock file matches "pyyaml" in a manifest."""
     if ecosystem == "pypi":
-        return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
-    return name.strip()
+        return re.sub(r"[-_.]+", "-", name.strip()).lower()  # PEP 503
+    if ecosystem == "crates":
+        return name.strip().lower().replace("-", "_")  # crates.io treats - and _ (and case) as one name
+    return name.strip()  # npm: legacy names keep their capitals, and "JSONStream" is not "jsonstream"
 
 
 def manifest_dependencies(path: str, content: str | None) -> set[Dependency]:
@@ -166,19 +190,117 @@ def _cargo(data: dict[str, Any]) -> set[str]:
     return names
 
 
+# Lock files, by file name: the names in them were resolved and written by the operator's tools.
+LOCK_FILES: Mapping[str, Ecosystem] = {
+    "poetry.lock": "pypi", "uv.lock": "pypi", "Pipfile.lock": "pypi", "package-lock.json": "npm",
+    "npm-shrinkwrap.json": "npm", "yarn.lock": "npm", "pnpm-lock.yaml": "npm", "Cargo.lock": "crates",
+}
+
+
+def is_lock_file(path: str) -> bool:
+    name = Path(path).name
+    return name in LOCK_FILES or (name.startswith("requirements") and name.endswith(".txt"))
+
+
+def lock_file_names(path: str, content: str | None) -> frozenset[NameKey]:
+    """The normalised names a lock file (or a requirements file) pins; parse errors give none."""
+    name = Path(path).name
+    ecosystem: Ecosystem = LOCK_FILES.get(name, "pypi")
+    if not content or not is_lock_file(path):
+        return frozenset()
+    try:
+        names = _LOCK_PARSERS.get(name, _requirements)(content)
+    except (tomllib.TOMLDecodeError, ValueError, AttributeError, TypeError):
+        return frozenset()
+    return frozenset((ecosystem, normalise_name(ecosystem, n)) for n in names if n)
+
+
+def _toml_packages(content: str) -> set[str]:
+    """poetry.lock, uv.lock and Cargo.lock: an array of `[[package]]` tables with a `name`."""
+    packages = tomllib.loads(content).get("package", [])
+    return {p["name"] for p in packages if isinstance(p, dict) and isinstance(p.get("name"), str)}
+
+
+def _pipfile_lock(content: str) -> set[str]:
+    data = json.loads(content)
+    return {n for key in ("default", "develop") for n in (data.get(key) or {})}
+
+
+def _package_lock(content: str) -> set[str]:
+    """package-lock.json: v2/v3 list `packages` by install path; v1 nests `dependencies`."""
+    data = json.loads(content)
+    names = {key.rsplit("node_modules/", 1)[1] for key in (data.get("packages") or {}) if "node_modules/" in key}
+    stack = [data.get("dependencies")]
+    while stack:
+        deps = stack.pop()
+        if isinstance(deps, dict):
+            names.update(deps)
+            stack.extend(entry.get("dependencies") for entry in deps.values() if isinstance(entry, dict))
+    return names
+
+
+def _yarn_lock(content: str) -> set[str]:
+    """yarn.lock (classic and berry): unindented `"name@range", "name@npm:range":` entry headers."""
+    names = set()
+    for line in content.splitlines():
+        header = line.rstrip()
+        if not header or header[0] in " \t#" or not header.endswith(":"):
+            continue
+        for spec in header[:-1].split(","):
+            spec = spec.strip().strip('"')
+            at = spec.find("@", 1)  # a scope's own "@" is at index 0
+            if at > 0:
+                names.add(spec[:at])
+    return names
+
+
+def _pnpm_lock(content: str) -> set[str]:
+    """pnpm-lock.yaml: the keys of `packages:` (and `snapshots:`), two spaces in, in any of its formats."""
+    names, section = set(), ""
+    for line in content.splitlines():
+        if line and not line[0].isspace():
+            section = line.split(":", 1)[0]
+            continue
+        is_key = line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":")
+        if is_key and section in ("packages", "snapshots"):
+            names.add(_pnpm_name(line.strip()[:-1]))
+    return names - {""}
+
+
+def _pnpm_name(key: str) -> str:
+    """`/name/1.0.0` (v5), `/name@1.0.0(peer@2)` (v6) or `name@1.0.0` (v9), scoped or not."""
+    key = key.strip("'\"").lstrip("/")
+    scope, rest = key.split("/", 1) if key.startswith("@") and "/" in key else ("", key)
+    cuts = [i for i in (rest.find("/"), rest.find("@")) if i >= 0]
+    name = rest[:min(cuts)] if cuts else rest
+    return f"{scope}/{name}" if scope else name
+
+
+_LOCK_PARSERS: Mapping[str, Callable[[str], set[str]]] = {
+    "poetry.lock": _toml_packages, "uv.lock": _toml_packages, "Cargo.lock": _toml_packages,
+    "Pipfile.lock": _pipfile_lock, "package-lock.json": _package_lock, "npm-shrinkwrap.json": _package_lock,
+    "yarn.lock": _yarn_lock, "pnpm-lock.yaml": _pnpm_lock,
+}
+
+
 def check_dependencies(changes: Iterable[tuple[str, str | None, str | None]], client: RegistryClient) -> list[Finding]:
-    """`changes` are (manifest path, content before, content after)."""
+    """`changes` are (manifest path, content before, content after); only added names are looked up."""
     findings = []
     for path, before, after in changes:
         for dep in added_dependencies(path, before, after):
             found = client.exists(dep.ecosystem, dep.name)
-            if found is False:
-                findings.append(Finding("hallucination", "dependency", dep.name,
-                                        f"{dep.manifest} adds {dep.name!r}, which {dep.ecosystem} does not know"))
-            elif found is None:
-                findings.append(Finding("could_not_verify", "dependency", dep.name,
-                                        f"{dep.manifest} adds {dep.name!r}; {dep.ecosystem} could not be reached"))
+            if found is True:
+                continue
+            why = _why(client, dep, found)
+            kind: FindingKind = "hallucination" if found is False else "could_not_verify"
+            findings.append(Finding(kind, "dependency", dep.name, f"{dep.manifest} adds {dep.name!r}, {why}"))
     return findings
+
+
+def _why(client: RegistryClient, dep: Dependency, found: Exists) -> str:
+    if isinstance(client, DescribedRegistry):
+        return client.describe(dep.ecosystem, dep.name)
+    return f"which {dep.ecosystem} does not know" if found is False else f"and {dep.ecosystem} could not be reached"
 
 
 class HttpRegistryClient:
@@ -213,47 +335,6 @@ class HttpRegistryClient:
             return False if exc.code in (404, 410) else None
         except (urllib.error.URLError, TimeoutError, OSError):
             return None
-
-
-class CachedRegistryClient:
-    """A SQLite cache in front of a client: answers survive restarts and work offline.
-
-    A package that exists is cached for `ttl_found` (a week); one that does not for `ttl_missing` (an
-    hour: a name that is missing today may be published, by its author or by a squatter, tomorrow).
-    "Could not verify" is never cached.
-    """
-
-    def __init__(self, inner: RegistryClient, path: Path | None = None, *, ttl_found: float = 7 * 86400,
-                 ttl_missing: float = 3600, clock: Callable[[], float] = time.time) -> None:
-        if path is None:
-            from onloop.store.db import onloop_home
-
-            path = onloop_home() / "cache" / "registry.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.inner, self.path, self.clock = inner, path, clock
-        self.ttl_found, self.ttl_missing = ttl_found, ttl_missing
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS registry_cache (ecosystem TEXT, name TEXT, found INTEGER, "
-                       "checked_at REAL, PRIMARY KEY (ecosystem, name))")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
-
-    def exists(self, ecosystem: Ecosystem, name: str) -> Exists:
-        key = normalise_name(ecosystem, name)
-        with self._connect() as db:
-            row = db.execute("SELECT found, checked_at FROM registry_cache WHERE ecosystem=? AND name=?",
-                             (ecosystem, key)).fetchone()
-        if row is not None:
-            ttl = self.ttl_found if row[0] else self.ttl_missing
-            if self.clock() - float(row[1]) < ttl:
-                return bool(row[0])
-        found = self.inner.exists(ecosystem, name)
-        if found is not None:
-            with self._connect() as db:
-                db.execute("INSERT OR REPLACE INTO registry_cache VALUES (?, ?, ?, ?)",
-                           (ecosystem, key, int(found), self.clock()))
-        return found
 
 
 # ---------------------------------------------------------------------------------------------- (b)
@@ -312,22 +393,31 @@ def repo_module_names(root: Path, *, max_files: int = 50_000) -> set[str]:
     return names
 
 
-def check_imports(changed_sources: Mapping[str, str], *, repo_root: Path, declared: Iterable[str] = (),
-                  installed: Callable[[str], bool] | None = None) -> list[Finding]:
+def check_imports(
+    changed_sources: Mapping[str, str],
+    *,
+    repo_root: Path,
+    declared: Iterable[str] = (),
+    installed: Callable[[str], bool] | None = None,
+    already_imported: Iterable[str] = (),
+) -> list[Finding]:
     """Modules imported by changed Python files that exist nowhere.
 
     `installed(name)` says whether the module can be found in the gate's environment; the default asks
     `importlib.util.find_spec` in this interpreter (pass `find_spec_in(python)` for another venv).
+    `already_imported` are modules the code imported before the agent touched it (the base commit's
+    versions of the changed files): the agent did not make those up, so they are not its findings.
     """
     declared_names = {normalise_name("pypi", d) for d in declared}
     is_installed = installed or _find_spec_here
     local = repo_module_names(repo_root)
+    skip = {*sys.stdlib_module_names, *local, *already_imported, "__future__"}
     findings = []
     for path in sorted(changed_sources):
         if not path.endswith(".py"):
             continue
         for module in sorted(imported_modules(changed_sources[path])):
-            if module in sys.stdlib_module_names or module in local or module == "__future__":
+            if module in skip:
                 continue
             dist = normalise_name("pypi", _IMPORT_ALIASES.get(module, module))
             if dist in declared_names or normalise_name("pypi", module) in declared_names:

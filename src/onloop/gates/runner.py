@@ -1,26 +1,49 @@
 """Running gates: orchestrator-owned checks, each a command with a time limit, in the sandbox.
 
-The agent never runs the gates that decide "done": onloop does, after the agent has exited, on the
-worktree as the agent left it. `{junit}` in a gate's command is replaced by a report path in onloop's
-scratch directory (writable inside the sandbox, invisible to later agents), so pytest and friends can
-report per test. The output goes to a log file in the run directory; its head and tail are parsed.
+The agent never runs the gates that decide "done": onloop does, after the agent has exited, in a
+sealed checkout of the committed candidate (`onloop.gates.sealed`), never in the agent's worktree.
+
+Where the per-check results come from, most trusted first (the receipt names it, `GateRun.report`):
+- pytest, wherever the argv runs it: onloop's own plugin reports over a private socket the code
+  under test's subprocesses cannot find (`onloop.gates.report`); nothing on disk to rewrite;
+- `{junit}` in a command: a report file in a scratch directory, at the same path on a re-run. The code
+  under test can write it, and the receipt says so;
+- otherwise the output, parsed by `format` (which the code under test can also print).
+
+A gate that could not produce a result is *broken*, never a failing check: it could not start
+(exit 126 or 127, or the sandbox's own "failed to execute"), it was killed (timeout, a resource
+limit, output over the cap), its runner reported an error of its own (pytest exit 3, 4, 5, or 2
+without collection errors), or the parser it was configured with cannot read its failing output. A
+plain exit-code gate that ran and exited non-zero is one failing check, `<gate>:command`.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import signal
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from onloop.config import GateConfig
-from onloop.errors import GateError
 from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers import GateOutput, parse_gate_output
-from onloop.process import Limits, ProcessSpec, Sandbox, run_process
+from onloop.process import Limits, ProcessResult, ProcessSpec, Sandbox, run_process
 
 _PARSE_HEAD = 2_000_000
 _PARSE_TAIL = 2_000_000
+# What the sandbox's own layers print when the command itself cannot run (bwrap, prlimit, the pids
+# cgroup shell, the Python limits fallback): the gate is broken, not failing.
+_CANNOT_RUN = re.compile(r"^(?:bwrap: (?:execvp|Can't)|prlimit: failed to execute|onloop: cannot (?:join|execute))",
+                         re.MULTILINE)
+_LIMIT_SIGNALS = {signal.SIGKILL: "killed (SIGKILL: a memory or process limit?)",
+                  signal.SIGXCPU: "killed by the CPU time limit", signal.SIGXFSZ: "killed by the file size limit"}
+
+REPORT_PLUGIN = "onloop pytest plugin over a private socket"
+REPORT_JUNIT = "junit file (the code under test can write it)"
+REPORT_OUTPUT = "output (the code under test can print it)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +55,8 @@ class GateRun:
     checks: tuple[CheckResult, ...]
     log_path: Path | None
     required: bool = True
+    broken: str | None = None  # why this run is not a result (None: it is one)
+    report: str = REPORT_OUTPUT  # where the per-check results came from
 
     @property
     def failing(self) -> frozenset[str]:
@@ -39,45 +64,100 @@ class GateRun:
 
     @property
     def passed(self) -> bool:
-        return not self.failing
+        return not self.failing and self.broken is None
 
     def check(self, check_id: str) -> CheckResult | None:
         return next((c for c in self.checks if c.check_id == check_id), None)
 
 
-def run_gate(
-    name: str,
-    config: GateConfig,
-    *,
-    worktree: Path,
-    scratch: Path,
-    log_dir: Path,
-    sandbox: Sandbox,
-    env: Mapping[str, str],
-    label: str,
-    limits: Limits | None = None,
-) -> GateRun:
-    """Run one gate and parse its checks. Raises GateError only if it cannot be started at all."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    report = scratch / f"{name}-{label}.junit.xml"
-    report.unlink(missing_ok=True)
+@dataclass(frozen=True, slots=True)
+class GateSetting:
+    """Where and how one command gate runs: its sealed checkout, sandbox and environment."""
+
+    root: Path  # the sealed checkout (the gate's cwd)
+    scratch: Path  # a private writable dir, the same path on a re-run ({junit} lives here)
+    log_dir: Path
+    sandbox: Sandbox
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) -> GateRun:
+    """Run one command gate and read its checks. Never raises for a gate that cannot run: that is a
+    broken run. `label` names only the log file (outside the sandbox): a re-run looks the same inside."""
+    from onloop.gates.report import PytestChannel
+
+    _fresh_dir(setting.scratch)
+    setting.log_dir.mkdir(parents=True, exist_ok=True)
+    report = setting.scratch / "report.junit.xml"
     argv = tuple(part.replace("{junit}", str(report)) for part in config.command or ())
-    log_path = log_dir / f"gate-{name}-{label}.log"
+    log_path = setting.log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
-    spec = ProcessSpec(argv=argv, cwd=worktree, env=env, timeout=config.timeout, writable=(scratch,),
-                       network=False, limits=limits or Limits(), label=f"gate {name}")
-    try:
-        outcome = run_process(spec, sandbox, log_path=log_path)
-    except (FileNotFoundError, PermissionError) as exc:
-        raise GateError(f"gate {name!r} cannot be started: {exc}") from exc
-    output = GateOutput(name, outcome.exit_code, outcome.timed_out, _read_for_parsing(log_path),
-                        report if report.exists() else None, cwd=worktree)
+    with PytestChannel() as channel:
+        wrapped = channel.wrap_argv(argv)
+        env = dict(setting.env)
+        fds: tuple[int, ...] = ()
+        if wrapped is not None:
+            # Every test runs even when a module fails to collect (the TDD case): the baseline then
+            # knows every check, and a collection error is one failing check, not a blackout.
+            argv, fds = (*wrapped, "--continue-on-collection-errors"), (channel.child_fd,)
+            env.update(channel.env(env.get("PYTHONPATH")))
+            channel.start()
+        spec = ProcessSpec(argv=argv, cwd=setting.root, env=env, timeout=config.timeout, writable=(setting.scratch,),
+                           network=False, limits=setting.limits, label=f"gate {name}", pass_fds=fds)
+        try:
+            outcome = run_process(spec, setting.sandbox, log_path=log_path)
+        except OSError as exc:
+            return GateRun(name, None, False, 0.0, (), log_path, config.required,
+                           broken=f"the command cannot be started: {exc}")
+        plugin = channel.finish(outcome.exit_code) if wrapped is not None else None
+    text = _read_for_parsing(log_path)
+    if plugin is not None:
+        broken = _process_broken(outcome, text, config) or plugin.broken
+        return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, plugin.checks, log_path,
+                       config.required, broken, REPORT_PLUGIN)
+    junit = report if report.is_file() else None
+    output = GateOutput(name, outcome.exit_code, outcome.timed_out, text, junit, cwd=setting.root)
     checks = tuple(parse_gate_output(output, config.format))
+    broken = _process_broken(outcome, text, config) or _unreadable(output, config, checks)
+    return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, checks, log_path, config.required,
+                   broken, REPORT_JUNIT if junit else REPORT_OUTPUT)
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _process_broken(outcome: ProcessResult, text: str, config: GateConfig) -> str | None:
+    """Why the process itself gave no result: not started, killed, cut off."""
     if outcome.timed_out:
-        checks = (*checks, CheckResult(f"{name}:timeout", CheckStatus.FAILED,
-                                       f"gate timed out after {config.timeout:.0f}s"))
-    return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, checks, log_path, config.required)
+        return f"timed out after {config.timeout:.0f}s (gates.*.timeout)"
+    if outcome.output_truncated:
+        return f"its output went over the cap of {outcome.output_bytes:,} bytes and was cut (policy.limits.output)"
+    code = outcome.exit_code
+    first = _first_line(text)
+    if code in (126, 127) or _CANNOT_RUN.search(text[:4000]):
+        return f"the command could not run (exit {code}): {first}"
+    if code is not None and code < 0 and -code in _LIMIT_SIGNALS:
+        return _LIMIT_SIGNALS[signal.Signals(-code)]
+    return None
+
+
+def _unreadable(output: GateOutput, config: GateConfig, checks: Sequence[CheckResult]) -> str | None:
+    """A parser chosen by the operator that finds nothing in a failing output: the output is not what
+    the gate was meant to produce (a crash before the tool ran), so the fallback check means nothing."""
+    if config.format in ("auto", "exit") or output.exit_code in (0, None):
+        return None
+    parsed = [c for c in checks if not c.check_id.endswith(":command")]
+    if parsed:
+        return None
+    return f"exit code {output.exit_code} and no {config.format} output to read: {_first_line(output.output)}"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else "(no output)"
 
 
 def _read_for_parsing(path: Path) -> str:
@@ -94,20 +174,17 @@ def _read_for_parsing(path: Path) -> str:
     return data.decode("utf-8", "replace")
 
 
-def run_differential_gate(name: str, config: GateConfig, *, worktree: Path, sandbox: Sandbox) -> GateRun:
-    """A port's reference and candidate on the same inputs; each input is a check (a mismatch fails)."""
-    from onloop.gates.differential import DiffRun, Normalise, cases_from_files, run_differential
-
-    files = sorted({path for pattern in config.inputs for path in worktree.glob(pattern) if path.is_file()})
-    n = config.normalise
-    run = DiffRun(tuple(config.reference or ()), tuple(config.candidate or ()), worktree,
-                  Normalise(n.strip_whitespace, tuple((pattern, repl) for pattern, repl in n.replacements),
-                            n.sort_lines, n.json_canonical), timeout=config.timeout, name=name)
-    started = time.monotonic()
-    checks = run_differential(run, cases_from_files(files, worktree), sandbox) if files else [
-        CheckResult(f"{name}:inputs", CheckStatus.FAILED, f"no input file matches {config.inputs}")]
-    failed = any(c.status.failing for c in checks)
-    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required)
+def worst_of(first: GateRun, second: GateRun) -> GateRun:
+    """Two runs of the same gate merged check by check, the worse outcome winning: a check that failed
+    in either run is failing (unless proven flaky elsewhere)."""
+    rank = {CheckStatus.PASSED: 0, CheckStatus.SKIPPED: 1, CheckStatus.REFERENCE_FAILED: 1, CheckStatus.FAILED: 2,
+            CheckStatus.ERROR: 3}
+    merged: dict[str, CheckResult] = {}
+    for check in (*first.checks, *second.checks):
+        old = merged.get(check.check_id)
+        if old is None or rank[check.status] > rank[old.status]:
+            merged[check.check_id] = check
+    return replace(second, checks=tuple(merged.values()), broken=first.broken or second.broken)
 
 
 def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
@@ -124,4 +201,60 @@ def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
     except ModelError as exc:
         checks = [CheckResult(f"{name}:error", CheckStatus.FAILED, f"the judge's model failed: {exc}"[:300])]
     failed = any(c.status.failing for c in checks)
-    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required)
+    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required,
+                   report="a model's validated verdict")
+
+
+def run_differential_gate(name: str, config: GateConfig, *, reference_root: Path, candidate_root: Path,
+                          reference_sandbox: Sandbox, candidate_sandbox: Sandbox, scratch: Path) -> GateRun:
+    """A port's reference (in a checkout of the base commit) and candidate (in the candidate's, with
+    the reference's files masked) on the same inputs, taken from the base; each input is a check."""
+    from onloop.gates.differential import DiffCase, DiffRun, Normalise, run_differential
+
+    started = time.monotonic()
+    inputs = sorted({path.relative_to(reference_root).as_posix() for pattern in config.inputs
+                     for path in reference_root.glob(pattern) if path.is_file()})
+    if not inputs:
+        return GateRun(name, None, False, 0.0, (), None, config.required,
+                       broken=f"no input file matches {config.inputs} on the base commit", report=REPORT_DIFFERENTIAL)
+    n = config.normalise
+    run = DiffRun(tuple(config.reference or ()), tuple(config.candidate or ()), reference_cwd=reference_root,
+                  candidate_cwd=candidate_root,
+                  normalise=Normalise(n.strip_whitespace, tuple((p, r) for p, r in n.replacements), n.sort_lines,
+                                      n.json_canonical),
+                  timeout=config.timeout, max_output=config.max_output, name=name,
+                  candidate_masked=reference_masks(config, reference_root, candidate_root))
+    _fresh_dir(scratch)
+    checks = run_differential(run, [DiffCase(rel, input_rel=rel) for rel in inputs], reference_sandbox,
+                              candidate_sandbox, scratch)
+    failed = any(c.status.failing for c in checks)
+    return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required,
+                   report=REPORT_DIFFERENTIAL)
+
+
+REPORT_DIFFERENTIAL = "outputs compared whole by onloop (reference on the base commit)"
+
+
+def reference_masks(config: GateConfig, reference_root: Path, candidate_root: Path) -> tuple[Path, ...]:
+    """What the candidate must not see or call: the reference's files. `reference_files` when given
+    (globs in the repository, or absolute host paths); otherwise the repository paths the reference argv
+    names (their directory, unless it is the root) and an argv[0] given as a path outside it. A
+    reference on the system PATH under a bare name (`wc`) is not masked unless listed."""
+    masked: list[Path] = []
+    if config.reference_files is not None:
+        for entry in config.reference_files:
+            if entry.startswith("/"):
+                masked.append(Path(entry))
+            else:
+                masked += [candidate_root / p.relative_to(reference_root) for p in reference_root.glob(entry)]
+        return tuple(dict.fromkeys(masked))
+    argv = config.reference or []
+    for token in argv:
+        rel = token.removeprefix("./")
+        if not rel or rel.startswith("/") or "{input}" in rel or not (reference_root / rel).exists():
+            continue
+        parent = Path(rel).parent
+        masked.append(candidate_root / (rel if parent == Path(".") else parent))
+    if argv and argv[0].startswith("/"):
+        masked.append(Path(argv[0]))
+    return tuple(dict.fromkeys(masked))

@@ -1,7 +1,12 @@
 """The baseline: every gate run once on the untouched base commit, before the first iteration.
 
-Stored per run (so `--resume` never re-takes it against a changed tree) with every check's status, so
-pre-existing failures are known per check: they neither block "done" nor count as progress.
+Stored per run (so `--resume` never re-takes it against a changed tree) with every check's status.
+What it decides:
+- a required gate that is *broken* at baseline (it could not start, was killed, its runner failed)
+  stops the run `blocked` before iteration 1, with the gate's own error and what to do about it:
+  every later verdict would otherwise be measured against nothing;
+- every check failing at baseline is a *target* that must pass for "done", unless the operator
+  tolerates it; the baseline summary says which are which.
 """
 
 from __future__ import annotations
@@ -10,60 +15,71 @@ from pathlib import Path
 from typing import Any
 
 from onloop.config import Config
+from onloop.errors import StopRun
+from onloop.gates.baseline import tolerance
 from onloop.gates.checks import CheckResult, CheckStatus
-from onloop.gates.runner import GateRun, run_differential_gate, run_gate, run_judge_gate
+from onloop.gates.runner import GateRun
 from onloop.loop.events import EventLog
-from onloop.loop.setup import RunPaths
-from onloop.policy.sandbox import limits_from_policy
-from onloop.process import Sandbox
+from onloop.loop.gating import Gates
+from onloop.loop.stop import StopReason
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
 
 
-def allowed_env(config: Config) -> dict[str, str]:
-    """The environment gates and agents get: the policy's allowlist, from onloop's own environment.
-
-    Python is told not to write bytecode caches: a gate must not leave files in the worktree that the
-    next diff audit would have to tell apart from the agent's work.
-    """
-    import os
-
-    env = {name: os.environ[name] for name in config.policy.env_allow if name in os.environ}
-    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    return env
-
-
-def run_all_gates(config: Config, worktree: Path, paths: RunPaths, scratch: Path, sandbox: Sandbox,
-                  label: str) -> dict[str, GateRun]:
-    """Every command and differential gate. Judge gates run apart (`run_judges`), after these pass."""
-    return {name: run_one_gate(config, name, worktree, paths, scratch, sandbox, label)
-            for name, gate in config.gates.items() if gate.kind != "judge"}
-
-
-def run_one_gate(config: Config, name: str, worktree: Path, paths: RunPaths, scratch: Path, sandbox: Sandbox,
-                 label: str) -> GateRun:
-    gate = config.gates[name]
-    if gate.kind == "differential":
-        return run_differential_gate(name, gate, worktree=worktree, sandbox=sandbox)
-    return run_gate(name, gate, worktree=worktree, scratch=scratch, log_dir=paths.logs, sandbox=sandbox,
-                    env=allowed_env(config), label=label, limits=limits_from_policy(config.policy))
-
-
-def run_judges(config: Config, subject: str) -> dict[str, GateRun]:
-    return {name: run_judge_gate(name, gate, subject) for name, gate in config.gates.items() if gate.kind == "judge"}
-
-
-def take_baseline(db: Database, row: RunRow, config: Config, paths: RunPaths, sandbox: Sandbox,
-                  events: EventLog) -> dict[str, GateRun]:
+def take_baseline(db: Database, row: RunRow, config: Config, gates: Gates, events: EventLog) -> dict[str, GateRun]:
     events.emit("baseline_started", f"baseline: running {len(config.gates)} gate(s) on {row.base_commit[:10]}")
-    runs = run_all_gates(config, Path(row.worktree), paths, paths.scratch / "baseline", sandbox, "baseline")
+    runs = gates.run_all(gates.base_tree, "baseline")
     for name, run in runs.items():
         store.save_baseline(db, row.id, name, to_dict(run))
-        failing = sorted(run.failing)
-        events.emit("baseline_gate", f"baseline {name}: {len(run.checks)} checks, {len(failing)} failing",
-                    gate=name, failing=failing[:50], checks=len(run.checks))
+        _announce(config, name, run, events)
+    refuse_broken(config, runs)
     return runs
+
+
+def _announce(config: Config, name: str, run: GateRun, events: EventLog) -> None:
+    if run.broken:
+        events.emit("baseline_gate", f"baseline {name}: BROKEN: {run.broken}", gate=name, broken=run.broken,
+                    report=run.report)
+        return
+    gate = config.gates[name]
+    tolerate = tolerance(gate.tolerate, gate.tolerate_preexisting)
+    failing = sorted(run.failing)
+    tolerated = [c for c in failing if tolerate(c)]
+    targets = [c for c in failing if not tolerate(c)]
+    summary = f"baseline {name}: {len(run.checks)} checks, {len(failing)} failing"
+    if failing:
+        summary += f": {len(targets)} target(s) that must pass, {len(tolerated)} tolerated"
+    events.emit("baseline_gate", summary, gate=name, checks=len(run.checks), failing=failing[:50],
+                targets=targets[:50], tolerated=tolerated[:50], report=run.report)
+
+
+def refuse_broken(config: Config, runs: dict[str, GateRun]) -> None:
+    """Stop before iteration 1 when a required gate gave no result on the base commit."""
+    broken = {name: run for name, run in runs.items() if run.broken and run.required}
+    if not broken:
+        return
+    lines = [f"gate {name!r} is broken on the base commit: {run.broken}. {fix_hint(run)}"
+             for name, run in sorted(broken.items())]
+    raise StopRun(StopReason.BLOCKED, " | ".join(lines))
+
+
+def fix_hint(run: GateRun) -> str:
+    """What the operator can do about a broken gate, from what broke it."""
+    reason = run.broken or ""
+    if "could not run" in reason or "cannot be started" in reason:
+        return ("Fix: the command, or a path it needs, is not visible in the sandbox (only system dirs, "
+                "policy.readable and the run's checkout are): use a command on the system PATH or add its "
+                "directory to policy.readable; `onloop policy check` shows what the sandbox sees.")
+    if "timed out" in reason:
+        return "Fix: raise the gate's timeout, or narrow what it runs."
+    if "did not load" in reason:
+        return "Fix: the gate's pytest must be able to import onloop's plugin (do not disable plugins with -p no:...)."
+    if "exit status 5" in reason or "no tests" in reason:
+        return "Fix: pytest collected no tests on the base commit: check the command, testpaths and the test layout."
+    return ("Fix: the test suite cannot run on the base commit: fix its error (above: a missing dependency, an "
+            "ImportError in conftest.py, a bad option) and commit, or run its dependencies where the sandbox "
+            "sees them (policy.readable).")
 
 
 def load_baseline(db: Database, run_id: str) -> dict[str, GateRun] | None:
@@ -75,6 +91,7 @@ def to_dict(run: GateRun) -> dict[str, Any]:
     return {
         "gate": run.gate, "exit_code": run.exit_code, "timed_out": run.timed_out, "duration": run.duration,
         "required": run.required, "log_path": str(run.log_path) if run.log_path else None,
+        "broken": run.broken, "report": run.report,
         "checks": [[c.check_id, c.status.value, c.message, c.location] for c in run.checks],
     }
 
@@ -84,4 +101,4 @@ def from_dict(data: dict[str, Any]) -> GateRun:
                    for cid, status, message, location in data["checks"])
     log_path = Path(data["log_path"]) if data.get("log_path") else None
     return GateRun(data["gate"], data["exit_code"], data["timed_out"], data["duration"], checks, log_path,
-                   data.get("required", True))
+                   data.get("required", True), data.get("broken"), data.get("report", ""))

@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import onloop
 from onloop.backends import AgentBackend, BackendSpec, create_backend
 from onloop.clock import Clock, utc_iso
 from onloop.config import Config, RunConfig
 from onloop.errors import ConfigError, GuardrailError, OnloopError, StopRun
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
-from onloop.loop.baseline import load_baseline, take_baseline
+from onloop.loop.baseline import load_baseline, refuse_broken, take_baseline
 from onloop.loop.events import EventLog, Reporter
+from onloop.loop.gating import Gates, gate_readable
 from onloop.loop.iteration import IterationContext, run_iteration
-from onloop.loop.plan import parse_plan
+from onloop.loop.plan import Plan, parse_plan
 from onloop.loop.setup import RunPaths, run_paths
 from onloop.loop.state import RunState
 from onloop.loop.steering import apply_steering
@@ -85,28 +84,33 @@ class Engine:
         started = self.clock.monotonic()
         elapsed_at_start = self.state.elapsed_seconds
         sandbox: Sandbox | None = None
+        gates: Gates | None = None
         try:
             with _sigterm_interrupts():
                 store.update_run(self.db, self.row.id, {"status": "running", "pid": os.getpid()})
                 sandbox = self.sandbox_factory(self.config, self.row, self.paths)
+                gates = self._gates()
                 self._announce(sandbox)
                 self._consolidate_idle()
-                baseline = self._baseline(sandbox)
-                reason, detail = self._iterate(sandbox, baseline, started, elapsed_at_start)
+                baseline = self._baseline(gates)
+                reason, detail = self._iterate(sandbox, gates, baseline, started, elapsed_at_start)
         except StopRun as stop:
             reason, detail = stop.reason, stop.detail
         except GuardrailError as exc:
             reason, detail = StopReason.BLOCKED, str(exc)
-        except OnloopError as exc:  # a failure of onloop itself (git, store, config): recorded, resumable
-            self._stop(StopReason.INTERRUPTED, f"stopped by an error: {exc}")
-            raise
+        except OnloopError as exc:
+            # A failure of onloop itself (git, store): recorded as interrupted (resumable), and the
+            # process exits with that stop's code, so the stored status and the exit code agree.
+            reason, detail = StopReason.INTERRUPTED, f"stopped by an error of onloop: {exc}"
+            self._mark_interrupted()
         except (KeyboardInterrupt, Interrupted):
             reason, detail = StopReason.INTERRUPTED, "stopped by a signal; resume with `onloop run --resume`"
             self._mark_interrupted()
         finally:
-            close = getattr(sandbox, "close", None)
-            if close is not None:
-                close()  # stops the model bridge and releases the sandbox's cgroup
+            for resource in (sandbox, gates):
+                close = getattr(resource, "close", None)
+                if close is not None:
+                    close()  # stops the model bridge and releases the sandboxes' cgroups
         self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
         self._consolidate_memory()
         return self._stop(reason, detail)
@@ -146,16 +150,24 @@ class Engine:
             self.events.emit("warning", "SANDBOX DISABLED (policy.sandbox = \"none\"): agents and gates run on "
                              "the host with your permissions", sandbox="none")
 
-    def _baseline(self, sandbox: Sandbox) -> dict[str, GateRun]:
+    def _gates(self) -> Gates:
+        from onloop.policy.sandbox import common_git_dir
+
+        factory, config = self.sandbox_factory, self.config
+        return Gates(config, self.paths, common_git_dir(Path(self.row.worktree)), self.row.base_commit,
+                     sandbox_for=lambda root: factory.gate_sandbox(config, root))
+
+    def _baseline(self, gates: Gates) -> dict[str, GateRun]:
         existing = load_baseline(self.db, self.row.id)
         if existing is not None:
+            refuse_broken(self.config, existing)
             return existing
-        return take_baseline(self.db, self.row, self.config, self.paths, sandbox, self.events)
+        return take_baseline(self.db, self.row, self.config, gates, self.events)
 
-    def _iterate(self, sandbox: Sandbox, baseline: dict[str, GateRun], started: float,
+    def _iterate(self, sandbox: Sandbox, gates: Gates, baseline: dict[str, GateRun], started: float,
                  elapsed_at_start: float) -> tuple[StopReason, str]:
         previous_failing = {name: run.failing for name, run in baseline.items()}
-        base_plan_open = self._base_plan_open()
+        base_plan = self._base_plan()
         while True:
             self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
             decision = rules.before_iteration(self.state, self.caps)
@@ -164,19 +176,20 @@ class Engine:
             messages = apply_steering(self.db, self.row.id, self.clock, self.events, self.state.iterations_done + 1)
             ctx = IterationContext(
                 db=self.db, row=self.row, config=self.config, paths=self.paths, clock=self.clock,
-                events=self.events, state=self.state, sandbox=sandbox, backend=self.backend,
+                events=self.events, state=self.state, sandbox=sandbox, gates=gates, backend=self.backend,
                 fallback=self.fallback, baseline=baseline, previous_failing=previous_failing,
                 operator_messages=messages, run_started=started, elapsed_at_start=elapsed_at_start,
-                base_plan_open=base_plan_open,
+                base_plan_open=base_plan.open_items, base_plan_items=tuple(i.text for i in base_plan.items),
             )
             decision, previous_failing = run_iteration(ctx)
             if decision:
                 return decision
 
-    def _base_plan_open(self) -> tuple[str, ...]:
-        """The base commit's open plan items: done needs every one of them checked, not deleted."""
+    def _base_plan(self) -> Plan:
+        """The base commit's plan: done needs every open item checked, not deleted; its items are the
+        operator's own words (a "spec change" there allows changed expectations, by policy)."""
         text = show_file(Path(self.row.worktree), self.row.base_commit, self.config.context.plan)
-        return parse_plan(text).open_items if text is not None else ()
+        return parse_plan(text or "")
 
     def _mark_interrupted(self) -> None:
         from onloop.loop.recovery import recover_interrupted
@@ -205,11 +218,18 @@ class SandboxFactory:
         worktree = Path(row.worktree)
         # onloop's own interpreter and package stay readable inside: gates and the scripted agent run
         # on them, and a virtualenv or a checkout may live under a directory the sandbox hides.
-        readable = [*config.policy.readable, sys.prefix, str(Path(onloop.__file__).resolve().parent.parent)]
-        policy = config.policy.model_copy(update={"readable": readable})
+        policy = config.policy.model_copy(update={"readable": gate_readable(config)})
         # No scratch or log dirs here: each process gets its own scratch dir through its spec, and the
         # run's logs (the post-mortem evidence) are never reachable from inside.
         return sandbox_for(policy, worktree, common_git_dir(worktree), (), model_endpoint=model_endpoint(config))
+
+    def gate_sandbox(self, config: Config, root: Path) -> Sandbox:
+        """The sandbox of the gates running in the sealed checkout `root`: rooted there, with no git dir,
+        no network and no view of the agent's worktree."""
+        from onloop.policy.sandbox import sandbox_for
+
+        policy = config.policy.model_copy(update={"readable": gate_readable(config)})
+        return sandbox_for(policy, root, None, ())
 
 
 def model_endpoint(config: Config) -> str | None:

@@ -21,24 +21,28 @@ from onloop.loop.prompts import DEFAULT_BUILD_PROMPT, DEFAULT_PLAN_PROMPT, ONLOO
 FEEDBACK_TOKENS = 600
 
 
-def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict],
-                    backlog: frozenset[str] = frozenset()) -> str:
-    """New gate failures, per gate, condensed to a token budget (every failing id kept). For the gates
-    in `backlog` (differential gates: their pre-existing mismatches are the work of a port) the
-    pre-existing failures are shown too."""
+def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str:
+    """Per gate: why it is broken, its new failures, and the targets still failing (checks that failed
+    before the run and must pass), condensed to a token budget with every failing id kept."""
     from onloop.gates.condense import condense
 
     parts = []
     for name, verdict in sorted(verdicts.items()):
-        shown = set(verdict.new_failures) | (set(verdict.preexisting) if name in backlog else set())
+        if verdict.broken:
+            parts.append(f"Gate `{name}` is broken: {verdict.broken}. Nothing it checks counts until it runs to the "
+                         "end (code that crashes, hangs or exits the test runner breaks it).")
+            continue
+        shown = set(verdict.new_failures) | set(verdict.targets_left)
         if not shown:
             continue
         checks: Sequence[CheckResult] = [c for c in runs[name].checks if c.check_id in shown]
         condensed = condense(list(checks), token_budget=FEEDBACK_TOKENS // max(1, len(verdicts)))
-        pre = f" ({len(verdict.preexisting)} pre-existing failures not counted)" if verdict.preexisting else ""
-        head = (f"Gate `{name}`: {len(verdict.new_failures)} new and {len(verdict.preexisting)} remaining "
-                "failing check(s)." if name in backlog else
-                f"Gate `{name}` failed: {len(verdict.new_failures)} new failing check(s){pre}.")
+        head = f"Gate `{name}`:"
+        if verdict.new_failures:
+            head += f" {len(verdict.new_failures)} new failing check(s)."
+        if verdict.targets_left:
+            head += (f" {len(verdict.targets_left)} target(s) still failing (they failed before the run and must "
+                     f"pass): {', '.join(verdict.targets_left[:10])}.")
         parts.append(f"{head}\n{condensed.text}")
     return "\n\n".join(parts)
 

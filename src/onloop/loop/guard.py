@@ -3,6 +3,11 @@
 The audit itself (protected paths, escapes, deleted/skipped/weakened tests, secrets, blobs) lives in
 `onloop.policy.audit`. This module runs it on what the iteration changed since the last checkpoint and
 adds the checks that need the loop's view:
+- first, a scan of the whole worktree for what git cannot or must not record (nested repositories,
+  fifos, sockets, odd names, huge sparse files, unreadable entries): such a worktree is rolled back
+  before onloop's own git commands ever touch it;
+- the test harness (`onloop.gates.harness`): an existing harness file changed, or a new one added
+  while the policy protects the harness;
 - instructions planted in the canon files every later iteration reads (AGENTS.md, the prompts, the
   specs, the plan), judged by the same rule that keeps them out of memory;
 - the iteration's diff budget as a whole (`policy.limits.diff_bytes`, `diff_files`): many files each
@@ -15,15 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from onloop.gates.harness import SECTIONED
 from onloop.memory.validate import instruction_code
 from onloop.policy.audit import audit_changes
 from onloop.workspace import show_file
 
 if TYPE_CHECKING:
     from onloop.loop.iteration import IterationContext
+    from onloop.policy.review import ReviewFinding
 
 CANON_FILES = ("AGENTS.md", "PROMPT.md", "PROMPT_plan.md")
 
@@ -38,6 +45,9 @@ class Breach:
 
 def audit_iteration(ctx: IterationContext, final_message: str) -> list[Breach]:
     """Breaches that roll the iteration back; warnings are recorded here and not returned."""
+    unsafe = worktree_breaches(ctx)
+    if unsafe:
+        return unsafe  # git must not even look at this worktree: roll it back as it is
     base = ctx.state.last_checkpoint or ctx.row.base_commit
     report = audit_changes(ctx.worktree, base, ctx.config.policy, message=final_message)
     breaches = []
@@ -50,7 +60,39 @@ def audit_iteration(ctx: IterationContext, final_message: str) -> list[Breach]:
             ctx.events.incident(finding.kind, text, severity="low", path=finding.path)
     breaches += planted_instructions(ctx, base, report.changed)
     breaches += diff_budget(ctx, report.changed)
+    breaches += harness_changes(ctx, report.changed)
     return breaches
+
+
+def worktree_breaches(ctx: IterationContext) -> list[Breach]:
+    from onloop.policy.worktree_scan import scan_worktree
+
+    # One file above the iteration's whole diff budget can only be a breach; finding it here, by its
+    # apparent size, keeps git from hashing a 100 GB sparse file.
+    findings = scan_worktree(ctx.worktree, max_file_bytes=ctx.config.policy.limits.diff_bytes,
+                             keep=ctx.config.policy.caches)
+    return [Breach(f.kind, f"{f.kind} {f.path}: {f.evidence}"[:300], "high", {"path": f.path, "detail": f.evidence})
+            for f in findings]
+
+
+def harness_changes(ctx: IterationContext, changed: Sequence[str]) -> list[Breach]:
+    """Harness files changed this iteration, judged against the base commit."""
+    from onloop.gates.harness import harness_breaches
+
+    base = ctx.row.base_commit
+    harness = ctx.gates.harness
+    relevant = [p for p in changed if harness.is_harness(p) or PurePosixPath(p).name in SECTIONED]
+    if not relevant:
+        return []
+    rows, in_base = [], {}
+    for path in relevant:
+        before = show_file(ctx.worktree, base, path)
+        file = ctx.worktree / path
+        after = file.read_text(encoding="utf-8", errors="replace") if file.is_file() else None
+        in_base[path] = before is not None
+        rows.append((path, before, after))
+    return [Breach("harness_changed", f"harness_changed {c.path}: {c.evidence}"[:300], "high",
+                   {"path": c.path, "detail": c.evidence}) for c in harness_breaches(harness, rows, in_base)]
 
 
 def _is_canon(ctx: IterationContext, path: str) -> bool:
@@ -92,3 +134,33 @@ def _size(path: Path) -> int:
         return path.lstat().st_size if path.is_file() else 0
     except OSError:
         return 0
+
+
+def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) -> list[ReviewFinding]:
+    """What a human must look at before this branch may be called done: expectations of existing
+    tests that changed, and code outside the tests that looks at or patches the test machinery.
+    Judged on the whole branch against its base, so it holds for as long as the branch contains it."""
+    from onloop.policy.audit import is_test_path
+    from onloop.policy.review import changed_expectations, suspicious_code
+
+    base = ctx.row.base_commit
+    found: list[ReviewFinding] = []
+    for path in changed_since_base:
+        if ctx.gates.harness.is_harness(path) or not _source_like(path):
+            continue
+        file = ctx.worktree / path
+        after = file.read_text(encoding="utf-8", errors="replace") if file.is_file() else None
+        before = show_file(ctx.worktree, base, path)
+        if is_test_path(path):
+            if before is not None:
+                found += changed_expectations(path, before, after)
+        elif after is not None:
+            found += suspicious_code(path, before, after)
+    return found
+
+
+_SOURCE_SUFFIXES = (".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".go", ".rs", ".rb")
+
+
+def _source_like(path: str) -> bool:
+    return path.endswith(_SOURCE_SUFFIXES)

@@ -22,18 +22,20 @@ from typing import Any
 from onloop.backends import AgentBackend
 from onloop.clock import Clock, utc_iso
 from onloop.config import Config
+from onloop.errors import StopRun, WorkspaceError
 from onloop.gates.baseline import GateVerdict, compare, fingerprint
 from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.agent_call import NOTES_FILE, AgentCall, call_agent
-from onloop.loop.baseline import allowed_env, run_all_gates, run_judges, run_one_gate
 from onloop.loop.events import EventLog
 from onloop.loop.feedback import build_context, failure_summary
-from onloop.loop.guard import Breach, audit_iteration
+from onloop.loop.gating import Gates, Judged, allowed_env, judge, run_judges
+from onloop.loop.guard import Breach, audit_iteration, review_findings
 from onloop.loop.hallucinations import BLOCKING, check_iteration
 from onloop.loop.plan import Plan, newly_closed, read_plan
 from onloop.loop.setup import RunPaths
 from onloop.loop.state import RunState
+from onloop.loop.stop import StopReason
 from onloop.loop.verify import Delta, compute_delta, done_blockers
 from onloop.policy.secrets import scrub
 from onloop.process import Sandbox
@@ -41,7 +43,7 @@ from onloop.store import quarantine
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
-from onloop.workspace import checkpoint, reset_to, rollback, tag, working_diff
+from onloop.workspace import checkpoint, clean_untracked, diff_text, reset_to, rollback, tag, working_diff
 
 Failing = dict[str, frozenset[str]]
 
@@ -56,6 +58,7 @@ class IterationContext:
     events: EventLog
     state: RunState
     sandbox: Sandbox
+    gates: Gates
     backend: AgentBackend
     fallback: AgentBackend | None
     baseline: dict[str, GateRun]
@@ -63,6 +66,7 @@ class IterationContext:
     operator_messages: list[str] = field(default_factory=list)
     flaky: dict[str, frozenset[str]] = field(default_factory=dict)
     base_plan_open: tuple[str, ...] = ()  # the plan's open items at the run's base commit
+    base_plan_items: tuple[str, ...] = ()  # every item of the base plan (the operator's own words)
     run_started: float = 0.0
     elapsed_at_start: float = 0.0
 
@@ -162,13 +166,23 @@ def _ingest_notes(ctx: IterationContext, n: int, attempt: int) -> None:
 
 def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
                  receipt: Receipt) -> tuple[rules.IterationOutcome, Failing]:
-    if call.result.failed:
-        return _agent_failed(ctx, n, call, receipt), ctx.previous_failing
-    breaches = audit_iteration(ctx, call.result.final_message)
-    if breaches:
-        return _breach(ctx, n, breaches, receipt), ctx.previous_failing
-    _ingest_notes(ctx, n, call.attempts)  # only from an iteration the audit let through
-    return _verify(ctx, n, call, plan_before, receipt)
+    """Whatever the agent left in its worktree ends in a verdict, an incident with a rollback, or (if
+    even the rollback fails) a `blocked` stop; never in an unhandled error."""
+    try:
+        if call.result.failed:
+            return _agent_failed(ctx, n, call, receipt), ctx.previous_failing
+        breaches = audit_iteration(ctx, call.result.final_message)
+        if breaches:
+            return _breach(ctx, n, breaches, receipt), ctx.previous_failing
+        _ingest_notes(ctx, n, call.attempts)  # only from an iteration the audit let through
+        return _verify(ctx, n, call, plan_before, receipt)
+    except (WorkspaceError, OSError) as exc:
+        breach = Breach("worktree_error", f"worktree_error: onloop could not process the worktree: {exc}"[:300],
+                        "high", {"detail": str(exc)[:500]})
+        try:
+            return _breach(ctx, n, [breach], receipt), ctx.previous_failing
+        except (WorkspaceError, OSError) as again:
+            raise StopRun(StopReason.BLOCKED, f"the worktree cannot be restored after iteration {n}: {again}") from None
 
 
 def _agent_failed(ctx: IterationContext, n: int, call: AgentCall, receipt: Receipt) -> rules.IterationOutcome:
@@ -199,95 +213,148 @@ def _breach(ctx: IterationContext, n: int, breaches: list[Breach], receipt: Rece
 
 def _rollback(ctx: IterationContext, n: int, why: str, *, keep: bool = True) -> str | None:
     base = ctx.state.last_checkpoint or ctx.row.base_commit
+    caches = ctx.config.policy.caches
     if not keep:
         diff = ctx.paths.logs / f"iteration-{n:03d}.rejected.diff"
         diff.write_text(scrub(working_diff(ctx.worktree, base)), encoding="utf-8")
-        reset_to(ctx.worktree, ctx.row.id, base)
+        reset_to(ctx.worktree, ctx.row.id, base, keep=caches)
         return str(diff)
-    return rollback(ctx.worktree, ctx.row.id, n, base, f"onloop: iteration {n} rolled back ({why})")
+    return rollback(ctx.worktree, ctx.row.id, n, base, f"onloop: iteration {n} rolled back ({why})", keep=caches)
 
 
 def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
             receipt: Receipt) -> tuple[rules.IterationOutcome, Failing]:
-    runs = run_all_gates(ctx.config, ctx.worktree, ctx.paths, ctx.paths.iteration_scratch(n), ctx.sandbox, f"i{n:03d}")
-    verdicts = {name: _verdict_with_flaky_rerun(ctx, n, name, runs) for name in list(runs)}
-    if ctx.config.gates and all(v.ok for v in verdicts.values()):
-        for name, run in run_judges(ctx.config, working_diff(ctx.worktree, ctx.row.base_commit)).items():
-            runs[name] = run
-            verdicts[name] = compare(run, None, frozenset())
-    receipt.set(flaky={name: sorted(v) for name, v in ctx.flaky.items() if v})
-    plan_after = read_plan(ctx.worktree / ctx.config.context.plan)
+    """Commit the candidate, then judge it: gates on a sealed checkout of that very commit (with the
+    harness of the base), hallucinations and review findings on the whole branch, then "done"."""
     previous = ctx.state.last_checkpoint or ctx.row.base_commit
-    sha = checkpoint(ctx.worktree, _commit_message(n, plan_before, verdicts))
-    green = all(v.ok for v in verdicts.values())
-    tag_name = f"onloop/{ctx.row.id}/green/{n}" if green and verdicts else None
+    sha = checkpoint(ctx.worktree, _commit_message(n, plan_before))
+    clean_untracked(ctx.worktree, ctx.row.id, keep=ctx.config.policy.caches)
+    runs, verdicts = _gates(ctx, n, sha, receipt)
+    plan_after = read_plan(ctx.worktree / ctx.config.context.plan)
+    green = bool(verdicts) and all(v.ok for v in verdicts.values())
+    tag_name = f"onloop/{ctx.row.id}/green/{n}" if green else None
     if tag_name:
         tag(ctx.worktree, tag_name, sha)
-    ctx.state.last_checkpoint = sha
     delta = compute_delta(ctx.worktree, ctx.row.base_commit, previous, sha, ctx.config, verdicts,
                           newly_closed(plan_before, plan_after))
     claimed = bool(receipt.data.get("claimed_done"))
-    made_up, made_up_notes = _hallucinations(ctx, previous, delta, call.result.final_message)
+    made_up, made_up_notes = _hallucinations(ctx, delta, call.result.final_message)
+    review, review_notes = _review(ctx, delta)
     removed = _removed_plan_items(ctx, plan_before, plan_after)
     must_close = tuple(dict.fromkeys((*ctx.base_plan_open, *plan_before.open_items)))
     blockers = done_blockers(ctx.config, verdicts, plan_after, delta, must_close) + made_up
     incidents = ["hallucination"] * len(made_up_notes) + (["plan_tamper"] if removed else [])
-    if claimed and blockers:
-        ctx.events.incident("false_done", "completion claimed but not verified: " + "; ".join(blockers),
-                            severity="medium", blockers=blockers)
+    if claimed and (blockers or review):
+        ctx.events.incident("false_done", "completion claimed but not verified: " + "; ".join(blockers + review),
+                            severity="medium", blockers=blockers + review)
         incidents.append("false_done")
     removed_note = [f"Plan items must be checked off when done, never removed: {', '.join(removed[:5])}"
                     if removed else ""]
-    backlog = frozenset(name for name, gate in ctx.config.gates.items() if gate.kind == "differential")
-    feedback = "\n".join([failure_summary(runs, verdicts, backlog), *made_up_notes, *removed_note]).strip()
-    if claimed and blockers:
-        feedback = ("Your completion claim was refused: " + "; ".join(blockers) + ".\n\n" + feedback).strip()
+    feedback = "\n".join([failure_summary(runs, verdicts), *made_up_notes, *review_notes, *removed_note]).strip()
+    if claimed and (blockers or review):
+        feedback = ("Your completion claim was refused: " + "; ".join(blockers + review) + ".\n\n" + feedback).strip()
     fp = fingerprint(runs, verdicts)
     receipt.set(status="completed", commit=sha, tag=tag_name, gates={k: v.to_dict() for k, v in verdicts.items()},
-                delta=delta.to_dict(), done_blockers=blockers, feedback=feedback, fingerprint=fp,
+                delta=delta.to_dict(), done_blockers=blockers, review=review, feedback=feedback, fingerprint=fp,
                 incidents=incidents)
     _emit_gates(ctx, verdicts)
-    outcome = rules.IterationOutcome(verified_done=not blockers and _done_allowed(ctx, claimed),
-                                     progress=delta.progress, fingerprint=fp, agent_failed=False)
+    ctx.state.last_checkpoint = sha  # judged: the next iteration starts here (a failure above rolls back)
+    verified = not blockers and _done_allowed(ctx, claimed)
+    outcome = rules.IterationOutcome(verified_done=verified and not review, progress=delta.progress, fingerprint=fp,
+                                     agent_failed=False, review="; ".join(review) if verified and review else None)
     return outcome, {name: run.failing for name, run in runs.items()}
 
 
-def _hallucinations(ctx: IterationContext, previous: str, delta: Delta, message: str) -> tuple[list[str], list[str]]:
-    """Incidents for what the agent made up; returns (done blockers, feedback lines)."""
+def _gates(ctx: IterationContext, n: int, sha: str,
+           receipt: Receipt) -> tuple[dict[str, GateRun], dict[str, GateVerdict]]:
+    """Every gate on the sealed tree of `sha`, judged against the baseline (with re-runs on evidence),
+    then the judges when everything else passed."""
+    label = f"i{n:03d}"
+    tree = ctx.gates.tree(sha)
+    runs = ctx.gates.run_all(tree.tree, label)
+    verdicts: dict[str, GateVerdict] = {}
+    for name in list(runs):
+        ignore = quarantine.quarantined(ctx.db, ctx.row.workspace, name, ctx.row.id)
+        judged = judge(ctx.gates, name, runs[name], tree.tree, ctx.baseline.get(name),
+                       ctx.previous_failing.get(name, frozenset()), ignore, label)
+        runs[name], verdicts[name] = judged.run, judged.verdict
+        if judged.flaky:
+            _quarantine(ctx, name, judged)
+    if ctx.config.gates and all(v.ok for v in verdicts.values()):
+        for name, run in run_judges(ctx.config, diff_text(ctx.worktree, ctx.row.base_commit, sha)).items():
+            runs[name] = run
+            verdicts[name] = compare(run, None, frozenset())
+    receipt.set(flaky={name: sorted(v) for name, v in ctx.flaky.items() if v},
+                harness={"restored": list(tree.restored), "dropped": list(tree.dropped)})
+    if tree.restored or tree.dropped:
+        ctx.events.emit("harness", f"gates ran with the harness of the base: {len(tree.restored)} file(s) restored, "
+                        f"{len(tree.dropped)} new harness file(s) not loaded", restored=list(tree.restored)[:20],
+                        dropped=list(tree.dropped)[:20])
+    return runs, verdicts
+
+
+def _quarantine(ctx: IterationContext, name: str, judged: Judged) -> None:
+    flaky = sorted(judged.flaky)
+    quarantine.add(ctx.db, ctx.row.workspace, name, flaky, utc_iso(ctx.clock.now()), run_id=ctx.row.id,
+                   evidence=judged.evidence)
+    ctx.flaky[name] = ctx.flaky.get(name, frozenset()) | judged.flaky
+    ctx.events.emit("flaky", f"{name}: {len(flaky)} check(s) flipped on the candidate and on the base commit: "
+                    f"quarantined for this run ({', '.join(flaky[:5])}); `onloop quarantine confirm` makes it "
+                    "workspace-wide", gate=name, checks=flaky)
+
+
+def _review(ctx: IterationContext, delta: Delta) -> tuple[list[str], list[str]]:
+    """Review findings on the branch: (reasons that send the run to review, feedback lines)."""
+    findings = review_findings(ctx, delta.run_paths)
+    if findings and ctx.config.policy.spec_changes == "planned" and _spec_change_planned(ctx):
+        findings = [f for f in findings if f.kind != "expectation_changed"]
+    reasons, notes = [], []
+    for finding in findings:
+        text = f"{finding.kind} {finding.path}: {finding.evidence}"[:300]
+        _incident_once(ctx, finding.kind, text, key=f"{finding.path}|{finding.evidence}", severity="medium",
+                       path=finding.path, before=finding.before[:500], after=finding.after[:500])
+        reasons.append(f"needs review: {text}")
+        notes.append(f"Needs human review ({finding.kind}): {finding.path}: {finding.evidence}")
+    return reasons, notes
+
+
+def _spec_change_planned(ctx: IterationContext) -> bool:
+    """A plan item written by the operator (present at the base commit) says the spec changes."""
+    return any("spec change" in item.lower() for item in ctx.base_plan_items)
+
+
+def _incident_once(ctx: IterationContext, kind: str, summary: str, *, key: str, **evidence: Any) -> None:
+    """Findings that hold for the whole branch are recorded once per run (by `kind` and `key`, a stable
+    identity such as a path or a package name), not every iteration."""
+    for incident in store.incidents(ctx.db, ctx.row.id):
+        if incident["kind"] == kind and json.loads(incident["evidence_json"] or "{}").get("key") == key:
+            return
+    severity = str(evidence.pop("severity", "medium"))
+    ctx.events.incident(kind, summary, severity=severity, key=key, **evidence)
+
+
+def _hallucinations(ctx: IterationContext, delta: Delta, message: str) -> tuple[list[str], list[str]]:
+    """What the agent made up, on the whole branch: (done blockers, feedback lines). A made-up or
+    unverifiable dependency blocks "done" for as long as the branch contains it; its incident is
+    recorded once."""
     blockers, notes = [], []
-    findings = check_iteration(ctx.worktree, previous, delta.changed_paths, message, ctx.config.hallucination)
+    findings = check_iteration(ctx.worktree, ctx.row.base_commit, delta.run_paths, delta.changed_paths, message,
+                               ctx.config.hallucination, network=ctx.config.policy.network)
     for finding in findings:
         text = f"{finding.category} {finding.subject}: {finding.evidence}"
         if finding.kind == "could_not_verify":
             ctx.events.emit("warning", f"could not verify {text}", category=finding.category)
+            if finding.category == "dependency":
+                blockers.append(f"unverifiable dependency {finding.subject!r} (`onloop registry sync`, a lock file "
+                                "or the installed environment can verify it)")
+                notes.append(f"Could not verify ({finding.category}): {finding.evidence}")
             continue
-        ctx.events.incident("hallucination", text, severity="medium", category=finding.category,
-                            subject=finding.subject)
+        _incident_once(ctx, "hallucination", text, key=f"{finding.category}|{finding.subject}", severity="medium",
+                       category=finding.category, subject=finding.subject)
         notes.append(f"Made up ({finding.category}): {finding.evidence}")
         if finding.category in BLOCKING:
             blockers.append(f"made-up {finding.category} {finding.subject!r}")
     return blockers, notes
-
-
-def _verdict_with_flaky_rerun(ctx: IterationContext, n: int, name: str, runs: dict[str, GateRun]) -> GateVerdict:
-    """Compare a gate with the baseline; new failures get one immediate re-run, and a check that then
-    passes is flaky: quarantined, and neither a regression nor progress."""
-    workspace, gate = ctx.row.workspace, ctx.config.gates[name]
-    ignore = quarantine.quarantined(ctx.db, workspace, name)
-    previous = ctx.previous_failing.get(name, frozenset())
-    verdict = compare(runs[name], ctx.baseline.get(name), previous, ignore)
-    if not verdict.new_failures or gate.kind != "command" or gate.flaky_reruns == 0:
-        return verdict
-    first = runs[name]
-    runs[name] = run_one_gate(ctx.config, name, ctx.worktree, ctx.paths, ctx.paths.iteration_scratch(n),
-                              ctx.sandbox, f"i{n:03d}-rerun")
-    flaky = frozenset(verdict.new_failures) & first.failing - runs[name].failing
-    if flaky:
-        quarantine.add(ctx.db, workspace, name, sorted(flaky), utc_iso(ctx.clock.now()))
-        ctx.flaky[name] = flaky
-        ctx.events.emit("flaky", f"{name}: {len(flaky)} flaky check(s) quarantined: {', '.join(sorted(flaky)[:5])}",
-                        gate=name, checks=sorted(flaky))
-    return compare(runs[name], ctx.baseline.get(name), previous, ignore | flaky)
 
 
 def _removed_plan_items(ctx: IterationContext, before: Plan, after: Plan) -> list[str]:
@@ -309,14 +376,17 @@ def _done_allowed(ctx: IterationContext, claimed: bool) -> bool:
 
 def _emit_gates(ctx: IterationContext, verdicts: Mapping[str, GateVerdict]) -> None:
     for name, v in sorted(verdicts.items()):
-        ctx.events.emit("gate", f"{name}: {v.status} ({len(v.new_failures)} new, {len(v.fixed)} fixed, "
-                        f"{len(v.preexisting)} pre-existing)", gate=name, status=v.status,
-                        new_failures=list(v.new_failures)[:20])
+        detail = v.broken or (f"{len(v.new_failures)} new, {len(v.fixed)} fixed, {len(v.targets_left)} of "
+                              f"{len(v.targets)} target(s) left, {len(v.tolerated)} tolerated")
+        ctx.events.emit("gate", f"{name}: {v.status} ({detail})", gate=name, status=v.status,
+                        new_failures=list(v.new_failures)[:20], targets_left=list(v.targets_left)[:20],
+                        broken=v.broken)
 
 
-def _commit_message(n: int, plan: Plan, verdicts: Mapping[str, GateVerdict]) -> str:
-    gates = ", ".join(f"{k} {v.status}" for k, v in sorted(verdicts.items())) or "no gates"
-    return f"onloop: iteration {n}: {plan.current or 'work'}\n\nGates: {gates}\n"
+def _commit_message(n: int, plan: Plan) -> str:
+    # Committed before the gates run (they run on this very commit); their verdict is in the receipt
+    # and in the green tag.
+    return f"onloop: iteration {n}: {plan.current or 'work'}\n\nCandidate of iteration {n}; verdict in its receipt.\n"
 
 
 def _continue_reason(outcome: rules.IterationOutcome) -> str:

@@ -24,6 +24,7 @@ class IterationOutcome:
     fingerprint: str | None
     agent_failed: bool
     blocked: bool = False
+    review: str | None = None  # verified in every other way, but a human must look first (why)
 
 
 def before_iteration(state: RunState, caps: RunConfig) -> Decision:
@@ -57,8 +58,11 @@ def _budget(state: RunState, caps: RunConfig) -> Decision:
 
 
 def after_iteration(state: RunState, caps: RunConfig, outcome: IterationOutcome) -> Decision:
+    if outcome.review:
+        # Until the review queue exists, a run that needs a human stops here with the reason.
+        return StopReason.BLOCKED, f"sent to review instead of done: {outcome.review}"
     if outcome.verified_done:
-        return StopReason.DONE, "gates green against the baseline, plan closed, real diff, clean audit"
+        return StopReason.DONE, "gates green against the baseline, targets met, plan closed, real diff, clean audit"
     if outcome.blocked:
         return StopReason.BLOCKED, f"{state.breaches} policy breaches: the guardrails refuse to continue"
     if outcome.agent_failed and state.agent_error_streak >= caps.agent_error_limit:

@@ -28,6 +28,7 @@ class Delta:
     lines_removed: int
     run_files_changed: int  # against the run's base: "a real diff"
     changed_paths: tuple[str, ...] = ()  # this iteration's, caches and logs left out
+    run_paths: tuple[str, ...] = ()  # the whole branch's against its base (not stored in the receipt)
 
     @property
     def progress(self) -> bool:
@@ -36,6 +37,7 @@ class Delta:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("run_paths")
         data["progress"] = self.progress
         return data
 
@@ -54,7 +56,7 @@ def compute_delta(worktree: Path, base: str, previous: str, head: str, config: C
     fixed = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.fixed))
     broken = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.new_failures))
     all_paths = summarize(this_iteration).paths  # the plan too: a claimed edit may be to it
-    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths)
+    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths, whole.paths)
 
 
 def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta,
@@ -63,8 +65,15 @@ def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Pla
     base plan's open items and those open before this iteration): deleting an item does not close it."""
     blockers = []
     for name, verdict in sorted(verdicts.items()):
-        if verdict.required and not verdict.ok:
+        if not verdict.required:
+            continue
+        if verdict.broken:
+            blockers.append(f"gate {name} is broken ({verdict.broken})")
+        elif verdict.new_failures:
             blockers.append(f"gate {name} has {len(verdict.new_failures)} new failing check(s)")
+        if verdict.targets_left and not verdict.broken:
+            shown = ", ".join(verdict.targets_left[:3]) + (" ..." if len(verdict.targets_left) > 3 else "")
+            blockers.append(f"gate {name} has {len(verdict.targets_left)} target(s) still failing: {shown}")
     if config.run.mode == "build" and plan.open_items:
         blockers.append(f"the plan still has {len(plan.open_items)} open item(s)")
     missing = [item for item in must_close if item not in plan.closed_items and item not in plan.open_items]

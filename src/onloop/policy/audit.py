@@ -25,6 +25,7 @@ import ast
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections import Counter
@@ -143,7 +144,11 @@ def _audit_one(worktree: Path, base: str, policy: Policy, change: Change, max_by
     escape = _escape(worktree, file, change.new_path)
     if escape:
         return [*findings, escape]  # the content behind an escaping link is not the agent's to read
-    new = file.read_bytes() if file.is_file() else b""
+    size = _apparent_size(file)
+    if size > max_bytes:  # decided by stat, never by reading: a sparse 100 GB file costs nothing on disk
+        return [*findings, Finding("oversized", change.new_path,
+                                   f"{size:,} bytes, above the {max_bytes:,}-byte cap (not read)")]
+    new = file.read_bytes() if file.is_file() else b""  # is_file: a fifo, socket or device is never opened
     findings += _blob_findings(change.new_path, old, new, max_bytes)
     added = _added_text(old, new)
     findings += _secret_findings(change.new_path, added)
@@ -174,6 +179,17 @@ def _escape(worktree: Path, file: Path, rel: str) -> Finding | None:
     if info.st_nlink > 1:
         return Finding("escape", rel, f"hard link ({info.st_nlink} names for one file); it may alias a file outside")
     return None
+
+
+def _apparent_size(file: Path) -> int:
+    """st_size of a regular file (through a symlink already known to stay inside); 0 for anything else."""
+    try:
+        info = file.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            info = file.stat()
+    except OSError:
+        return 0  # gone or unreachable: the read below decides, as before
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 def _through_outside_link(worktree: Path, resolved: Path) -> bool:

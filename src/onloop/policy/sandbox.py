@@ -295,7 +295,8 @@ def secret_mask_args() -> list[str]:
 
 def masked_args(paths: Iterable[Path]) -> list[str]:
     """Paths hidden from one process on top of everything else: a directory becomes an empty tmpfs,
-    a file (or a link to one) reads as /dev/null. Paths that do not exist need no mask."""
+    a file (or a link to one) is covered by /dev/null (opening it fails: the mount is read-only and
+    device files are not readable without capabilities). Paths that do not exist need no mask."""
     args: list[str] = []
     for path in paths:
         real = path.resolve()
@@ -358,7 +359,12 @@ def _python_limit_prefix(chosen: list[tuple[str, int]]) -> list[str]:
     names = {"cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA", "nproc": "RLIMIT_NPROC",
              "fsize": "RLIMIT_FSIZE", "nofile": "RLIMIT_NOFILE"}
     sets = "".join(f"r.setrlimit(r.{names[n]},({v},{v}));" for n, v in chosen)
-    code = f"import os,sys,resource as r;{sets}os.execvp(sys.argv[1],sys.argv[1:])"
+    # Like a shell (and prlimit): a command that cannot run exits 127 (not found) or 126, with a line
+    # the gate runner recognises, never a traceback that would read as the command's own failure.
+    run = ("try:\n os.execvp(sys.argv[1],sys.argv[1:])\nexcept OSError as e:\n"
+           " sys.stderr.write('onloop: cannot execute %s: %s\\n'%(sys.argv[1],e.strerror));"
+           "os._exit(127 if isinstance(e,FileNotFoundError) else 126)")
+    code = f"import os,sys,resource as r;{sets}\n{run}"
     return [sys.executable if Path(sys.executable).exists() else "python3", "-c", code]
 
 

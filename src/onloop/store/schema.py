@@ -146,5 +146,31 @@ def _quarantine(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration("0003_quarantine_scope")
+def _quarantine_scope(conn: sqlite3.Connection) -> None:
+    """A quarantine is scoped: made by a run for that run only (`scope` = the run id) until an
+    operator confirms it for the workspace (`scope` = ''). Entries from before were workspace-wide."""
+    _execute_each(
+        conn,
+        """
+        CREATE TABLE quarantine_scoped (
+            workspace TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            check_id TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT '',   -- '' for the workspace, else the run id that saw it flip
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            times INTEGER NOT NULL DEFAULT 1,
+            evidence TEXT,                    -- what showed it flaky (candidate and base re-runs)
+            PRIMARY KEY (workspace, gate, check_id, scope)
+        );
+        INSERT INTO quarantine_scoped (workspace, gate, check_id, scope, first_seen, last_seen, times)
+            SELECT workspace, gate, check_id, '', first_seen, last_seen, times FROM quarantine;
+        DROP TABLE quarantine;
+        ALTER TABLE quarantine_scoped RENAME TO quarantine
+        """,
+    )
+
+
 # Subsystems append their own migrations by importing their schema modules here, in a fixed order.
 import onloop.memory.schema  # noqa: E402, F401

@@ -1,0 +1,276 @@
+"""onloop's pytest plugin: per-test results over a private channel the code under test cannot easily forge.
+
+onloop loads this module into a gate's pytest run with `-p onloop_gate_report` (its directory on
+PYTHONPATH; standard library and pytest >= 7 only, because it runs inside the project's own
+interpreter and virtualenv). Why not junit XML: that file's path is in argv and the code under test
+can rewrite it at exit, or tell a re-run apart by its name. This channel has three properties a file
+has not:
+
+- the channel is an inherited Unix socket (`ONLOOP_GATE_REPORT_FD`). This module reads the variable
+  at import, removes it from `os.environ` and marks the fd non-inheritable, so subprocesses and
+  pytest-xdist workers neither see it nor inherit it;
+- onloop writes one random nonce into the socket before the process starts, and this module reads it
+  at import, before any conftest.py or test module is imported. Every record carries the nonce
+  (`"k"`); code that finds the socket later (through /proc/self/fd) finds it empty, and what it writes
+  lacks the nonce, so onloop counts it as forged and rejects the run. It cannot read back what this
+  module writes either: that travels to onloop's end only;
+- a run counts only when its `finish` record arrives and pytest's exit status in it equals the
+  process's exit code: a test that calls `os._exit(0)`, or an atexit handler that changes the exit
+  code after the tests, makes the run broken, never green.
+
+Records are JSON lines; `t` names the kind: `hello` (at import), `collect` (a failed collector),
+`test` (one per phase report), `collected` (the item count), `interrupted` (pytest.exit,
+KeyboardInterrupt, pytest's own stop) and `finish` (exit status). Only the first pytest config binds
+the channel (the one whose plugin manager loaded this module): an inline pytester session, or a
+`pytest.main` that a conftest.py calls, reports nothing. Under pytest-xdist only the controller
+holds the fd; the workers' reports reach it through its hooks. Nothing here raises into pytest: a
+failed write, or a record that cannot be built, ends reporting silently, and onloop then sees no
+`finish`.
+
+The residual limit: the code under test runs in this interpreter, so code written against this
+very module (patching it, reading the nonce out of its memory, shadowing its name on sys.path) can
+forge a report. onloop's review and its detector of such code cover that case; this module stops
+the generic forger (fake records, a rewritten file, an early exit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+
+ENV_FD = "ONLOOP_GATE_REPORT_FD"
+_NONCE_MAX = 256
+_NONCE_TIMEOUT = 30.0
+_DETAIL_LINES = 12
+_LINE_MAX = 500
+_MESSAGE_MAX = 300
+_E_LINE = re.compile(r"^E +(\S.*)$", re.MULTILINE)
+_FRAME = re.compile(r"^([^\s:/][^\s:]*):(\d+):", re.MULTILINE)
+
+
+class _Channel:
+    """The socket and the nonce; after the first failed write it stays silent for good."""
+
+    def __init__(self, sock: socket.socket, nonce: str) -> None:
+        self._sock = sock
+        self._nonce = nonce
+        self._dead = False
+
+    def send(self, record: dict[str, Any]) -> None:
+        if self._dead:
+            return
+        try:
+            line = json.dumps({**record, "k": self._nonce}, default=str) + "\n"
+            self._sock.sendall(line.encode("utf-8", "replace"), getattr(socket, "MSG_NOSIGNAL", 0))
+        except Exception:
+            # A closed or broken channel ends reporting; onloop sees no `finish` and rejects the run.
+            self.close()
+
+    def close(self) -> None:
+        """Stop reporting for good (what follows would be incomplete, so nothing follows)."""
+        self._dead = True
+        try:
+            self._sock.close()
+        except OSError:
+            return
+
+
+def _open_channel() -> _Channel | None:
+    """The channel named by the environment, or None (inert) when there is none or it is unusable."""
+    value = os.environ.pop(ENV_FD, None)
+    if value is None:
+        return None
+    try:
+        fd = int(value)
+        os.set_inheritable(fd, False)
+        sock = socket.socket(fileno=fd)
+        nonce = _read_nonce(sock)
+    except Exception:
+        return None
+    return _Channel(sock, nonce) if nonce else None
+
+
+def _read_nonce(sock: socket.socket) -> str:
+    """One line that onloop wrote before the process started; read byte by byte so nothing else is taken."""
+    sock.settimeout(_NONCE_TIMEOUT)
+    data = b""
+    while not data.endswith(b"\n") and len(data) < _NONCE_MAX:
+        byte = sock.recv(1)
+        if not byte:
+            break
+        data += byte
+    sock.settimeout(None)
+    return data.decode("ascii", "replace").strip() if data.endswith(b"\n") else ""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0][:_MESSAGE_MAX] if text.strip() else ""
+
+
+def _relative(path: str, root: str) -> str:
+    """`path` relative to the rootdir when it lies inside it (check ids and locations are relative)."""
+    absolute = os.path.abspath(path)
+    if absolute == root or absolute.startswith(root + os.sep):
+        return os.path.relpath(absolute, root)
+    return path
+
+
+def _detail(text: str) -> str:
+    """The `E` lines of a traceback (pytest's explanation), else its last lines; a few, each cut short."""
+    lines = _E_LINE.findall(text)[:_DETAIL_LINES] or text.strip().splitlines()[-_DETAIL_LINES:]
+    return "\n".join(line[:_LINE_MAX] for line in lines)
+
+
+def _crash(longrepr: object) -> tuple[str, str, str]:
+    """(path, line, message) of the exception's crash entry, empty strings where pytest has none."""
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is None:
+        return "", "", ""
+    return (str(getattr(crash, "path", "") or ""), str(getattr(crash, "lineno", "") or ""),
+            str(getattr(crash, "message", "") or ""))
+
+
+def _message(longrepr: object, text: str) -> str:
+    """The crash message's first line, else the skip reason, else the first `E` line, else the first line."""
+    message = _crash(longrepr)[2]
+    if message:
+        return _first_line(message)
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return _first_line(str(longrepr[2]))
+    e_lines = _E_LINE.findall(text)
+    return _first_line(e_lines[0]) if e_lines else _first_line(text)
+
+
+def _location(longrepr: object, text: str, root: str) -> str:
+    """Where the failure points: the crash inside the project, else the last project frame, else ""."""
+    crash_path, crash_line, _ = _crash(longrepr)
+    if crash_path:
+        path = _relative(crash_path, root)
+        if not os.path.isabs(path):
+            return f"{path}:{crash_line}"
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return f"{_relative(str(longrepr[0]), root)}:{longrepr[1]}"
+    frames = _FRAME.findall(text)
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
+
+
+def _failure_fields(report: pytest.TestReport | pytest.CollectReport, root: str) -> dict[str, str]:
+    """Message, location and detail of a report; a report that cannot be described says so instead."""
+    try:
+        return _describe(report, root)
+    except Exception as exc:
+        return {"message": f"onloop could not describe this report: {type(exc).__name__}", "location": "",
+                "detail": ""}
+
+
+def _describe(report: pytest.TestReport | pytest.CollectReport, root: str) -> dict[str, str]:
+    longrepr = report.longrepr
+    if longrepr is None:
+        return {"message": "", "location": "", "detail": ""}
+    if isinstance(longrepr, tuple):  # a skip: (path, line, reason), and nothing more to show
+        return {"message": _message(longrepr, ""), "location": _location(longrepr, "", root), "detail": ""}
+    text = report.longreprtext
+    return {
+        "message": _message(longrepr, text),
+        "location": _location(longrepr, text, root),
+        "detail": _detail(text),
+    }
+
+
+def _item_location(report: pytest.TestReport) -> str:
+    path, line, _ = report.location
+    return f"{path}:{line + 1}" if line is not None else path
+
+
+def _collect_record(report: pytest.CollectReport, root: str) -> dict[str, Any]:
+    return {"t": "collect", "nodeid": report.nodeid, "outcome": "error", **_failure_fields(report, root)}
+
+
+def _test_record(report: pytest.TestReport, root: str) -> dict[str, Any]:
+    fields = _failure_fields(report, root)
+    fields["location"] = fields["location"] or _item_location(report)
+    wasxfail = getattr(report, "wasxfail", None)
+    return {"t": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+            "wasxfail": None if wasxfail is None else str(wasxfail), **fields}
+
+
+class _Reporter:
+    """Registered on the first config only, so its hooks never see another session's reports."""
+
+    def __init__(self, channel: _Channel, config: pytest.Config) -> None:
+        self._channel = channel
+        self._root = str(config.rootpath)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._report(lambda: _collect_record(report, self._root))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._report(lambda: _test_record(report, self._root))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._report(lambda: {"t": "collected", "count": len(session.items)})
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self._report(lambda: {"t": "interrupted", "kind": excinfo.typename,
+                              "message": _first_line(str(excinfo.value))})
+
+    # The outermost wrapper reports after every other implementation ran, so a plugin that sets the
+    # exit status in its own sessionfinish is seen (old-style wrapper: pytest 7's pluggy has no other).
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        yield
+        self._report(lambda: {"t": "finish", "exitstatus": int(session.exitstatus),
+                              "testscollected": session.testscollected})
+
+    def _report(self, build: Callable[[], dict[str, Any]]) -> None:
+        """Send one record; never raise into pytest.
+
+        A record that cannot be built would leave a gap onloop cannot see (a failing call phase gone
+        missing reads as a pass), so it ends reporting instead: without `finish` the run is broken.
+        """
+        try:
+            record = build()
+        except Exception:
+            self._channel.close()
+            return
+        self._channel.send(record)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Remember the plugin manager that loaded this module: the one of the `-p` on onloop's argv.
+
+    pytest calls this as soon as it registers the module, which for the outer run happens while it
+    parses its own argv, before any conftest.py is imported. So a pytest session that project code
+    starts itself (a conftest.py calling `pytest.main`, a pytester inline run) can never be the one
+    that reports, even if it starts before the outer session is configured.
+    """
+    global _MANAGER
+    if _MANAGER is None:
+        _MANAGER = pluginmanager
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start reporting for the config of the first plugin manager; every other config stays silent."""
+    global _BOUND
+    if _CHANNEL is None or _BOUND or config.pluginmanager is not _MANAGER:
+        return
+    _BOUND = True
+    config.pluginmanager.register(_Reporter(_CHANNEL, config), "onloop-gate-reporter")
+
+
+def _hello(channel: _Channel | None) -> None:
+    if channel is not None:
+        channel.send({"t": "hello", "pytest": pytest.__version__, "plugin": os.path.realpath(__file__)})
+
+
+_CHANNEL = _open_channel()
+_MANAGER: pytest.PytestPluginManager | None = None
+_BOUND = False
+_hello(_CHANNEL)

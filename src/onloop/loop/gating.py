@@ -1,0 +1,177 @@
+"""The gates as the loop runs them: on sealed checkouts, against the baseline, flakiness on evidence.
+
+For every gate run, onloop builds the tree the gate runs on (the committed candidate with the test
+harness from the base, `onloop.gates.harness`), resets the run's sealed checkout to exactly that
+tree (`onloop.gates.sealed`), and runs the gate there in a sandbox rooted at that checkout: the
+agent's worktree is not even mounted. A differential gate's reference runs in a second sealed
+checkout, of the base commit, and the candidate cannot see the reference's files.
+
+Flakiness is decided on evidence, not on the word of the code under test: a gate with new failures
+is re-run once, identically (same argv, environment and paths); a check that flipped is re-run on
+the base commit too, and it is flaky only if it also flips there (its outcome on the base differs
+from the baseline's). Otherwise a check that failed in either run is failing. A flaky check is
+quarantined for this run only (`onloop.store.quarantine`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onloop.config import Config
+from onloop.gates.baseline import GateVerdict, compare, tolerance
+from onloop.gates.harness import GateTree, Harness, gate_tree, harness_for
+from onloop.gates.runner import GateRun, GateSetting, run_gate, run_judge_gate, worst_of
+from onloop.gates.sealed import SealedCheckout
+from onloop.loop.setup import RunPaths
+from onloop.policy.sandbox import limits_from_policy
+from onloop.process import Sandbox
+
+SandboxFor = Callable[[Path], Sandbox]
+
+
+def allowed_env(config: Config) -> dict[str, str]:
+    """The environment gates and agents get: the policy's allowlist, from onloop's own environment.
+
+    Python is told not to write bytecode caches: nothing a process leaves in a worktree should have to
+    be told apart from the agent's work.
+    """
+    env = {name: os.environ[name] for name in config.policy.env_allow if name in os.environ}
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return env
+
+
+@dataclass
+class Gates:
+    """The gates of one run: its sealed checkouts, its harness, and a sandbox per checkout."""
+
+    config: Config
+    paths: RunPaths
+    git_dir: Path
+    base: str
+    sandbox_for: SandboxFor
+    harness: Harness = field(default_factory=Harness)
+    _sandboxes: dict[Path, Sandbox] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.candidate = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "candidate")
+        self.reference = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "base")
+        self.harness = harness_for(self.config, base_paths(self.git_dir, self.base))
+        self.base_tree = _rev(self.git_dir, f"{self.base}^{{tree}}")
+
+    def tree(self, commit: str) -> GateTree:
+        """The tree the gates run on for `commit`: its own, with the harness of the base."""
+        if commit == self.base:
+            return GateTree(self.base_tree, (), ())
+        return gate_tree(str(self.git_dir), self.base, commit, self.harness)
+
+    def run_all(self, tree: str, label: str) -> dict[str, GateRun]:
+        """Every command and differential gate on `tree`. Judge gates run apart, after these pass."""
+        return {name: self.run_one(name, tree, label) for name, gate in self.config.gates.items()
+                if gate.kind != "judge"}
+
+    def run_one(self, name: str, tree: str, label: str) -> GateRun:
+        gate = self.config.gates[name]
+        if gate.kind == "differential":
+            return self._differential(name, tree)
+        root = self.candidate.prepare(tree)
+        setting = GateSetting(root=root, scratch=self.paths.scratch / "gate", log_dir=self.paths.logs,
+                              sandbox=self._sandbox(root), env=allowed_env(self.config),
+                              limits=limits_from_policy(self.config.policy))
+        return run_gate(name, gate, setting, label)
+
+    def _differential(self, name: str, tree: str) -> GateRun:
+        from onloop.gates.runner import run_differential_gate
+
+        reference = self.reference.prepare(self.base_tree)
+        candidate = self.candidate.prepare(tree)
+        return run_differential_gate(name, self.config.gates[name], reference_root=reference, candidate_root=candidate,
+                                     reference_sandbox=self._sandbox(reference),
+                                     candidate_sandbox=self._sandbox(candidate),
+                                     scratch=self.paths.scratch / "differential")
+
+    def _sandbox(self, root: Path) -> Sandbox:
+        if root not in self._sandboxes:
+            self._sandboxes[root] = self.sandbox_for(root)
+        return self._sandboxes[root]
+
+    def close(self) -> None:
+        for sandbox in self._sandboxes.values():
+            close = getattr(sandbox, "close", None)
+            if close is not None:
+                close()
+        self._sandboxes.clear()
+
+
+def run_judges(config: Config, subject: str) -> dict[str, GateRun]:
+    return {name: run_judge_gate(name, gate, subject) for name, gate in config.gates.items() if gate.kind == "judge"}
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A gate's verdict after any re-runs, the run it stands on, and the checks shown flaky."""
+
+    verdict: GateVerdict
+    run: GateRun
+    flaky: frozenset[str]
+    evidence: str = ""
+
+
+def judge(gates: Gates, name: str, first: GateRun, tree: str, baseline: GateRun | None, previous: frozenset[str],
+          ignore: frozenset[str], label: str) -> Judged:
+    """`first` compared with the baseline; new failures earn an identical re-run, and a flip is
+    checked on the base commit before anything is called flaky."""
+    gate = gates.config.gates[name]
+    tolerate = tolerance(gate.tolerate, gate.tolerate_preexisting)
+    verdict = compare(first, baseline, previous, ignore, tolerate)
+    if not verdict.new_failures or verdict.broken or gate.kind != "command" or gate.flaky_reruns == 0:
+        return Judged(verdict, first, frozenset())
+    # The same argv, environment and paths as the first run; only the log file (outside) is named apart.
+    second = gates.run_one(name, tree, f"{label}-rerun")
+    merged = worst_of(first, second)
+    flipped = frozenset(verdict.new_failures) & first.failing - second.failing
+    flaky = _flips_on_base(gates, name, flipped, baseline, gate.flaky_reruns) if flipped and baseline else frozenset()
+    evidence = ("failed then passed on the candidate, and flipped on the base commit against the baseline"
+                if flaky else "")
+    return Judged(compare(merged, baseline, previous, ignore | flaky, tolerate), merged, flaky, evidence)
+
+
+def _flips_on_base(gates: Gates, name: str, suspects: frozenset[str], baseline: GateRun, tries: int) -> frozenset[str]:
+    """The suspects whose outcome on the base commit, re-run up to `tries` times, differs from the
+    baseline's at least once. A check the base does not have cannot be shown flaky there."""
+    known = {c.check_id: c.status for c in baseline.checks}
+    candidates = {s for s in suspects if s in known}
+    flipped: set[str] = set()
+    for attempt in range(tries):
+        if not candidates - flipped:
+            break
+        run = gates.run_one(name, gates.base_tree, f"base-rerun-{attempt + 1}")
+        if run.broken:
+            continue
+        now = {c.check_id: c.status for c in run.checks}
+        flipped |= {s for s in candidates if now.get(s) is not known[s]}
+    return frozenset(flipped)
+
+
+def base_paths(git_dir: Path, commit: str) -> list[str]:
+    out = subprocess.run(["git", "--git-dir", str(git_dir), "ls-tree", "-r", "-z", "--name-only", commit],
+                         capture_output=True, text=True, timeout=300)
+    return [p for p in out.stdout.split("\0") if p]
+
+
+def _rev(git_dir: Path, ref: str) -> str:
+    out = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", ref], capture_output=True, text=True,
+                         timeout=60)
+    return out.stdout.strip()
+
+
+def gate_readable(config: Config) -> list[str]:
+    """What gates and agents may read besides the system: the policy's paths, and the interpreter and
+    code onloop runs on (gates commonly run them, and the pytest plugin lives there)."""
+    import onloop
+
+    return [*config.policy.readable, sys.prefix, str(Path(onloop.__file__).resolve().parent.parent)]
