@@ -75,7 +75,7 @@ def make_worktree(root: Path) -> tuple[Path, str]:
 
 def tree(root: Path) -> dict[str, tuple[Any, ...]]:
     """Every entry below `root` but its `.git`: type, permission bits, content (or link target, or size)."""
-    found: dict[str, tuple[Any, ...]] = {}
+    found: dict[str, tuple[Any, ...]] = {".": ("dir", oct(stat.S_IMODE(root.lstat().st_mode)))}
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -489,6 +489,7 @@ def lock_things(wt: Path) -> None:
     os.chmod(wt / "listable", 0o400)  # r without x: names can be listed, nothing can be reached
     os.chmod(wt / "a.txt", 0)
     os.chmod(wt / "src", 0)  # a tracked directory
+    os.chmod(wt, 0)  # and the worktree itself: not even git can start in it
 
 
 def unprivileged_restore(root: Path, operation: str) -> Outcome:
@@ -503,7 +504,8 @@ def unprivileged_restore(root: Path, operation: str) -> Outcome:
     elif operation == "reset_to":
         reset_to(worktree, RUN, base, keep=KEEP)
     else:
-        os.chmod(worktree / "a.txt", 0o644)  # clean_untracked leaves tracked files alone; see below
+        os.chmod(worktree, 0o755)  # clean_untracked leaves tracked files alone (it opens a locked root
+        os.chmod(worktree / "a.txt", 0o644)  # to u+rwx, but restores no mode)
         os.chmod(worktree / "src", 0o755)
         clean_untracked(worktree, RUN, keep=KEEP)
     return Outcome(before, tree(worktree), status(worktree), kept)

@@ -55,6 +55,7 @@ _REPORTED = 10  # leftovers named in a WorkspaceError; the rest are counted
 
 
 def git(cwd: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
+    """git's stdout (names not UTF-8 kept as surrogate escapes); a failure is a WorkspaceError if `check`."""
     done = _run(cwd, args, input_text=input_text)
     if check and done.returncode != 0:
         raise WorkspaceError(_failure(args, done))
@@ -177,6 +178,7 @@ def rollback(
     worktree is exactly at `to_commit`, the `keep` globs (the configured caches) aside; otherwise
     this raises WorkspaceError naming what is left.
     """
+    _open_root(worktree)
     _assert_run_worktree(worktree, run_id)
     ref = f"refs/onloop/{run_id}/rejected/{iteration}"
     kept = _keep_rejected(worktree, ref, to_commit, message, keep=keep, max_file_bytes=max_file_bytes)
@@ -186,6 +188,7 @@ def rollback(
 
 def reset_to(worktree: Path, run_id: str, commit: str, *, keep: Sequence[str] = ()) -> None:
     """The worktree exactly at `commit` (the `keep` globs aside), whatever the agent left; keeps nothing."""
+    _open_root(worktree)
     _assert_run_worktree(worktree, run_id)
     _restore(worktree, commit, keep)
 
@@ -197,6 +200,7 @@ def clean_untracked(worktree: Path, run_id: str, keep: Sequence[str] = ()) -> No
     ignored files (build output, caches that are not configured), special files and nested `.git`
     entries. Tracked files are left as they are.
     """
+    _open_root(worktree)
     _assert_run_worktree(worktree, run_id)
     _restore(worktree, None, keep)
 
@@ -208,6 +212,21 @@ def _assert_run_worktree(worktree: Path, run_id: str) -> None:
 
 
 # -- taking a worktree back from the agent ------------------------------------------------------------
+
+
+def _open_root(worktree: Path) -> None:
+    """Give the owner back rwx on the worktree root itself, which the agent owns and may have locked.
+
+    Without it not even git can start there (it cannot chdir). It runs before `_assert_run_worktree`
+    only because that check needs git; it changes nothing on a root that is already open to us, as
+    an operator's checkout always is.
+    """
+    try:
+        info = worktree.lstat()
+    except OSError:
+        return  # no root at all: git will say so, as a WorkspaceError
+    if stat.S_ISDIR(info.st_mode) and not os.access(worktree, os.R_OK | os.W_OK | os.X_OK):
+        _loosen(worktree, info.st_mode)
 
 
 def _keep_rejected(
@@ -361,7 +380,7 @@ def _status_entries(out: str) -> list[tuple[str, str]]:
     while i < len(fields) and fields[i]:
         code, path = fields[i][:2], fields[i][3:]
         entries.append((code, path))
-        i += 2 if code[0] in "RC" else 1
+        i += 2 if "R" in code or "C" in code else 1
     return entries
 
 
@@ -372,7 +391,7 @@ def _make_removable(worktree: Path, keep: Sequence[str]) -> None:
     nothing outside is reached through a link), nor are the `keep` caches. A chmod that fails (a
     file someone else owns) is not an error here: the retry's leftover check reports what stays.
     """
-    _loosen(worktree, stat.S_IFDIR | 0o700)
+    _open_root(worktree)
     for entry in walk(worktree, keep, descend_git=True):
         if entry.error is None:
             _loosen(worktree / entry.rel, entry.mode)
@@ -407,7 +426,7 @@ def _restore_modes(worktree: Path) -> None:
             while parent and parent not in folders:
                 folders.add(parent)
                 parent = parent.rpartition("/")[0]
-    for folder in folders:
+    for folder in (*folders, ""):  # "" is the root, which the agent may have locked too
         _set_mode(worktree / folder, 0o777 & ~mask, stat.S_ISDIR)
 
 

@@ -201,6 +201,7 @@ def test_shown_escapes_only_what_needs_it() -> None:
 def unprivileged_scan(root: Path) -> set[tuple[str, str]]:
     worktree, _ = make_worktree(root)
     lock_things(worktree)
+    os.chmod(worktree, 0o755)  # a locked root hides all the rest: see the next test
     return kinds_and_paths(worktree)
 
 

@@ -113,7 +113,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
         plugin = channel.finish(outcome.exit_code) if wrapped is not None else None
     text = _read_for_parsing(log_path)
     if plugin is not None:
-        broken = _process_broken(outcome, text, config) or plugin.broken
+        broken = _process_broken(outcome, text, config) or _with_evidence(plugin.broken, text, setting.root)
         return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, plugin.checks, log_path,
                        config.required, broken, REPORT_PLUGIN)
     junit = report if report.is_file() else None
@@ -142,6 +142,17 @@ def _process_broken(outcome: ProcessResult, text: str, config: GateConfig) -> st
     if code is not None and code < 0 and -code in _LIMIT_SIGNALS:
         return _LIMIT_SIGNALS[signal.Signals(-code)]
     return None
+
+
+def _with_evidence(reason: str | None, text: str, root: Path) -> str | None:
+    """A broken run's reason with the runner's own first error lines (the operator needs them to fix
+    it), the sealed checkout's path shown as `.`."""
+    if reason is None:
+        return None
+    from onloop.gates.parsers.exitcode import error_lines
+
+    lines = [line.replace(str(root), ".") for line in error_lines(text, limit=3)]
+    return f"{reason}: {' | '.join(lines)}"[:800] if lines else reason
 
 
 def _unreadable(output: GateOutput, config: GateConfig, checks: Sequence[CheckResult]) -> str | None:

@@ -176,12 +176,12 @@ def _after_agent(ctx: IterationContext, n: int, call: AgentCall, plan_before: Pl
             return _breach(ctx, n, breaches, receipt), ctx.previous_failing
         _ingest_notes(ctx, n, call.attempts)  # only from an iteration the audit let through
         return _verify(ctx, n, call, plan_before, receipt)
-    except (WorkspaceError, OSError) as exc:
+    except (WorkspaceError, OSError, UnicodeError) as exc:
         breach = Breach("worktree_error", f"worktree_error: onloop could not process the worktree: {exc}"[:300],
                         "high", {"detail": str(exc)[:500]})
         try:
             return _breach(ctx, n, [breach], receipt), ctx.previous_failing
-        except (WorkspaceError, OSError) as again:
+        except (WorkspaceError, OSError, UnicodeError) as again:
             raise StopRun(StopReason.BLOCKED, f"the worktree cannot be restored after iteration {n}: {again}") from None
 
 

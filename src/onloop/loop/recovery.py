@@ -15,6 +15,7 @@ from pathlib import Path
 from onloop.backends import AgentBackend
 from onloop.clock import Clock, utc_iso
 from onloop.loop.events import EventLog
+from onloop.loop.setup import frozen_config
 from onloop.loop.state import RunState
 from onloop.store import runs as store
 from onloop.store.db import Database
@@ -39,7 +40,8 @@ def recover_interrupted(db: Database, row: RunRow, backend: AgentBackend, state:
         kept = None
         if rollback_worktree and state.last_checkpoint:
             kept = rollback(Path(row.worktree), row.id, n, state.last_checkpoint,
-                            f"onloop: iteration {n} interrupted (partial work kept)")
+                            f"onloop: iteration {n} interrupted (partial work kept)",
+                            keep=frozen_config(row).policy.caches)
         receipt = {
             "status": "interrupted", "ended_at": utc_iso(clock.now()), "tokens_in": usage_in,
             "tokens_out": usage_out, "cost_usd": str(cost),

@@ -13,7 +13,10 @@ import re
 from onloop.gates.checks import CheckResult
 from onloop.gates.parsers.base import GateOutput
 
-_ERRORISH = re.compile(r"\b(error|errors|failed|failure|fail|exception|traceback|panic|fatal)\b", re.IGNORECASE)
+# Plain words, and exception class names (`ImportError`, `ModuleNotFoundError`, `ValueError:`), which have
+# no word boundary before "Error".
+_ERRORISH = re.compile(r"\b(error|errors|failed|failure|fail|exception|traceback|panic|fatal)\b|"
+                       r"(?-i:\b[A-Z]\w*(?:Error|Exception)\b)", re.IGNORECASE)
 _VARYING = re.compile(r"\d+|'[^']*'|\"[^\"]*\"|0x[0-9a-fA-F]+")
 _MAX_LINES = 12
 
