@@ -13,6 +13,12 @@ Reported: seconds per iteration of each, the ratio onloop/bare (target <= 1.5) a
 in ms; a cProfile of a short onloop run (top cumulative costs, and the time in child processes by
 command, which is where an iteration's time goes); and the RSS of the onloop process sampled at every
 receipt, after N iterations versus after `--long` iterations (target: flat, under 10% growth).
+
+3. The sealed checkout on a repository of `--files` files (default 5,000): per iteration, one file
+   changed and one added and committed as a checkpoint, then what onloop does before its gates: the
+   gate's tree (harness from the base), the reset of the reused sealed checkout after a gate that left
+   files behind, and the -x clean of the agent's worktree. Against the naive way measured in the same
+   run (a fresh `git worktree add --detach` per iteration). Target: under 100 ms per iteration.
 """
 
 from __future__ import annotations
@@ -221,6 +227,73 @@ def compare(root: Path, iterations: int, rounds: int) -> dict[str, list[dict[str
     return results
 
 
+def _many_files(repo: Path, files: int) -> None:
+    for i in range(files):
+        folder = repo / f"pkg{i // 1000}" / f"mod{i // 100}"
+        if i % 100 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"file_{i}.py").write_text(f"X = {i}\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "conftest.py").write_text("# harness\n")
+    (repo / ".gitignore").write_text("__pycache__/\n")
+
+
+def sealed_checkout_cost(root: Path, files: int, iterations: int) -> dict[str, float]:
+    """Median ms per iteration of each step before the gates, and of the naive fresh checkout."""
+    from onloop.gates.harness import Harness, gate_tree
+    from onloop.gates.sealed import SealedCheckout
+    from onloop.workspace import branch_name, clean_untracked
+
+    repo = root / "big"
+    repo.mkdir()
+    _many_files(repo, files)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "initial")
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    worktree = root / "big-worktree"
+    _git(repo, "worktree", "add", "-q", "-b", branch_name("bench"), str(worktree), base)
+    sealed = SealedCheckout(repo / ".git", root / "sealed")
+    sealed.prepare(base)  # the first checkout of a run, paid once
+    times: dict[str, list[float]] = defaultdict(list)
+    for i in range(iterations):
+        (worktree / "pkg0" / "mod0" / "file_0.py").write_text(f"X = {i}\n")
+        (worktree / f"new_{i}.py").write_text("Y = 1\n")
+        (worktree / "__pycache__").mkdir(exist_ok=True)
+        (worktree / "__pycache__" / "junk.pyc").write_bytes(b"x" * 100)
+        _git(worktree, "add", "-A")
+        _git(worktree, "commit", "-qm", f"checkpoint {i}")
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree, capture_output=True, text=True).stdout.strip()
+        started = time.perf_counter()
+        clean_untracked(worktree, "bench", scanned=True)  # as the loop calls it, right after its scan
+        times["clean the agent's worktree (-x)"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        tree = gate_tree(str(repo / ".git"), base, head, Harness())
+        times["the gate's tree (harness from base)"].append(time.perf_counter() - started)
+        # What the previous gate left: caches, a rewritten file, an untracked file.
+        (sealed.root / ".pytest_cache").mkdir(exist_ok=True)
+        (sealed.root / ".pytest_cache" / "v").write_text("cache")
+        (sealed.root / "pkg1" / "mod10" / "file_1000.py").write_text("tampered\n")
+        started = time.perf_counter()
+        sealed.prepare(tree.tree)
+        times["reset of the sealed checkout"].append(time.perf_counter() - started)
+        fresh = root / f"fresh-{i}"
+        started = time.perf_counter()
+        _git(repo, "worktree", "add", "-q", "--detach", str(fresh), head)
+        times["naive: fresh git worktree add"].append(time.perf_counter() - started)
+        _git(repo, "worktree", "remove", "--force", str(fresh))
+    medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    sealed_total = sum(v for k, v in medians.items() if not k.startswith("naive"))
+    print(f"\nsealed checkout on {files:,} files, {iterations} iterations (median ms per iteration):")
+    for name, ms in medians.items():
+        print(f"  {name:<40} {ms:8.1f}")
+    naive = medians["naive: fresh git worktree add"]
+    sealed_only = medians["the gate's tree (harness from base)"] + medians["reset of the sealed checkout"]
+    print(f"  onloop before its gates, in all: {sealed_total:.1f} ms (target < 100 ms); tree + reset: "
+          f"{sealed_only:.1f} ms, {sealed_only / naive:.2f} of a fresh worktree's cost")
+    return medians
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=100)
@@ -228,10 +301,16 @@ def main() -> int:
     parser.add_argument("--long", type=int, default=1000, help="iterations for the memory check (0: skip)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=2, help="alternating bare/onloop rounds (machine noise)")
+    parser.add_argument("--files", type=int, default=5000, help="files of the sealed-checkout repository")
+    parser.add_argument("--sealed-iterations", type=int, default=20)
+    parser.add_argument("--only-sealed", action="store_true", help="measure only the sealed checkout")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="onloop-bench-") as tmp:
         root = Path(tmp)
         _env(root)
+        sealed_checkout_cost(root, args.files, args.sealed_iterations)
+        if args.only_sealed:
+            return 0
         results = compare(root, args.iterations, args.rounds)
         own = statistics.mean(r["own_cpu_ms_per_iteration"] for r in results["onloop"])
         print(f"onloop's own CPU time (the orchestrator process, children excluded): {own:.1f} ms/iteration")

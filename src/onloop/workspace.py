@@ -193,15 +193,19 @@ def reset_to(worktree: Path, run_id: str, commit: str, *, keep: Sequence[str] = 
     _restore(worktree, commit, keep)
 
 
-def clean_untracked(worktree: Path, run_id: str, keep: Sequence[str] = ()) -> None:
+def clean_untracked(worktree: Path, run_id: str, keep: Sequence[str] = (), *, scanned: bool = False) -> None:
     """Remove every untracked and ignored file but the `keep` globs, so none survives into the next iteration.
 
     Called after each checkpoint: the checkpoint committed everything git records, so what is left is
     ignored files (build output, caches that are not configured), special files and nested `.git`
-    entries. Tracked files are left as they are.
+    entries. Tracked files are left as they are. `scanned`: the caller's worktree scan has just found
+    nothing git cannot handle (no special files, nested repositories or unreadable entries), so one
+    `git clean` is enough, and only if it fails does the full restore (with its checks) run.
     """
     _open_root(worktree)
     _assert_run_worktree(worktree, run_id)
+    if scanned and not _attempt(worktree, "clean", "-q", "-ffdx", *_excludes(keep)):
+        return
     _restore(worktree, None, keep)
 
 

@@ -154,7 +154,7 @@ def test_help_lists_every_command() -> None:
     done = subprocess.run([str(onloop), "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0
     for command in ("init", "run", "demo", "status", "runs", "show", "log", "steer", "policy", "memory", "note",
-                    "condense", "quarantine"):
+                    "condense", "quarantine", "registry"):
         assert command in done.stdout
 
 

@@ -228,7 +228,7 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
     harness of the base), hallucinations and review findings on the whole branch, then "done"."""
     previous = ctx.state.last_checkpoint or ctx.row.base_commit
     sha = checkpoint(ctx.worktree, _commit_message(n, plan_before))
-    clean_untracked(ctx.worktree, ctx.row.id, keep=ctx.config.policy.caches)
+    clean_untracked(ctx.worktree, ctx.row.id, keep=ctx.config.policy.caches, scanned=True)  # the audit scanned it
     runs, verdicts = _gates(ctx, n, sha, receipt)
     plan_after = read_plan(ctx.worktree / ctx.config.context.plan)
     green = bool(verdicts) and all(v.ok for v in verdicts.values())
