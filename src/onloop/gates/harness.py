@@ -47,6 +47,9 @@ CONFIG_GLOBS = (
     "**/conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "noxfile.py", "**/pytest.ini",
     "jest.config.*", "vitest.config.*", "vitest.workspace.*", "karma.conf.*", ".mocharc*", "jasmine.json",
     "**/.coveragerc", ".coveragerc",
+    # Attributes change the bytes a checkout writes (eol, working-tree-encoding): an expected-output
+    # file from the base could otherwise reach the gate converted.
+    ".gitattributes", "**/.gitattributes",
 )
 MAKEFILES = ("Makefile", "makefile", "GNUmakefile", "**/*.mk")
 # Files that hold harness sections among other things: (file name, sections) compared after parsing.

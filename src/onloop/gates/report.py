@@ -45,10 +45,11 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -87,6 +88,7 @@ class PytestReport:
     collected: int | None
     forged: int
     broken: str | None
+    plugins: tuple[str, ...] = ()  # project files loaded as pytest plugins (conftest.py, pytest_plugins)
 
 
 def pytest_program_index(argv: Sequence[str]) -> int | None:
@@ -100,12 +102,12 @@ def pytest_program_index(argv: Sequence[str]) -> int | None:
     return None
 
 
-def wrap_pytest_argv(argv: Sequence[str]) -> tuple[str, ...] | None:
-    """argv with `-p onloop_gate_report` right after the pytest program, or None if it runs no pytest."""
+def wrap_pytest_argv(argv: Sequence[str], module: str = PLUGIN_NAME) -> tuple[str, ...] | None:
+    """argv with `-p <module>` right after the pytest program, or None if it runs no pytest."""
     index = pytest_program_index(argv)
     if index is None:
         return None
-    return (*argv[: index + 1], "-p", PLUGIN_NAME, *argv[index + 1 :])
+    return (*argv[: index + 1], "-p", module, *argv[index + 1 :])
 
 
 class PytestChannel:
@@ -116,7 +118,17 @@ class PytestChannel:
     once it exited), then `finish(exit_code)`.
     """
 
-    def __init__(self, *, byte_cap: int = BYTE_CAP, close_timeout: float = CLOSE_TIMEOUT) -> None:
+    def __init__(self, *, byte_cap: int = BYTE_CAP, close_timeout: float = CLOSE_TIMEOUT,
+                 plugin_home: Path | None = None) -> None:
+        """`plugin_home`: a fresh directory to hold this run's copy of the plugin under a random module
+        name, so nothing in the project can shadow it by name (a planted `onloop_gate_report.py`
+        precedes PYTHONPATH under `python -m pytest`). Without it, the shipped module is used."""
+        self.module, self.plugin_file = PLUGIN_NAME, PLUGIN_FILE
+        if plugin_home is not None:
+            self.module = f"{PLUGIN_NAME}_{secrets.token_hex(8)}"
+            plugin_home.mkdir(parents=True, exist_ok=True)
+            self.plugin_file = plugin_home / f"{self.module}.py"
+            shutil.copyfile(PLUGIN_FILE, self.plugin_file)
         self._parent, self._child = socket.socketpair()
         # Both ends stay non-inheritable: `pass_fds` hands the child's end to that one process only.
         self._child_fd = self._child.fileno()
@@ -131,11 +143,11 @@ class PytestChannel:
         return self._child_fd
 
     def wrap_argv(self, argv: Sequence[str]) -> tuple[str, ...] | None:
-        return wrap_pytest_argv(argv)
+        return wrap_pytest_argv(argv, self.module)
 
     def env(self, pythonpath: str | None) -> dict[str, str]:
         """The entries to add to the gate's environment; `pythonpath` is the PYTHONPATH it had, if any."""
-        path = str(PLUGIN_DIR) + (os.pathsep + pythonpath if pythonpath else "")
+        path = str(self.plugin_file.parent) + (os.pathsep + pythonpath if pythonpath else "")
         return {ENV_FD: str(self.child_fd), "PYTHONPATH": path}
 
     def start(self) -> None:
@@ -156,7 +168,7 @@ class PytestChannel:
         if lingering:
             self._reader.stop()
             self._reader.join(self._close_timeout)
-        report = parse_report(bytes(self._reader.data), self._nonce, exit_code)
+        report = parse_report(bytes(self._reader.data), self._nonce, exit_code, self.plugin_file)
         if self._reader.overflowed:
             return _with_broken(report, f"the report channel carried more than {self._reader.cap} bytes")
         if lingering:
@@ -219,7 +231,7 @@ class _Reader:
 
 
 def _with_broken(report: PytestReport, reason: str) -> PytestReport:
-    return PytestReport(report.checks, report.finished, report.exitstatus, report.collected, report.forged, reason)
+    return replace(report, broken=reason)
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -236,6 +248,7 @@ class _Records:
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     tests: list[dict[str, Any]] = field(default_factory=list)
     interrupts: list[dict[str, Any]] = field(default_factory=list)
+    plugins: set[str] = field(default_factory=set)
 
     def add(self, record: dict[str, Any]) -> None:
         kind = record.get("t")
@@ -251,9 +264,11 @@ class _Records:
             self.tests.append(record)
         elif kind == "interrupted":
             self.interrupts.append(record)
+        elif kind == "plugin" and isinstance(record.get("id"), str):
+            self.plugins.add(record["id"])
 
 
-def parse_report(data: bytes, nonce: str, exit_code: int | None) -> PytestReport:
+def parse_report(data: bytes, nonce: str, exit_code: int | None, plugin_file: Path = PLUGIN_FILE) -> PytestReport:
     """Aggregate the channel's bytes into checks and decide whether the run is a result at all."""
     records = _read_records(data, nonce)
     checks = _aggregate(records)
@@ -268,7 +283,8 @@ def parse_report(data: bytes, nonce: str, exit_code: int | None) -> PytestReport
         exitstatus=exitstatus,
         collected=collected,
         forged=records.forged,
-        broken=_broken_reason(records, checks, exitstatus, exit_code),
+        broken=_broken_reason(records, checks, exitstatus, exit_code, plugin_file),
+        plugins=tuple(sorted(records.plugins)),
     )
 
 
@@ -352,7 +368,7 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _broken_reason(records: _Records, checks: tuple[CheckResult, ...], exitstatus: int | None,
-                   exit_code: int | None) -> str | None:
+                   exit_code: int | None, plugin_file: Path) -> str | None:
     """Why this run is not a result, or None. Checked from the most telling sign down."""
     if records.forged:
         return f"{records.forged} records that onloop did not write reached the report channel"
@@ -360,8 +376,8 @@ def _broken_reason(records: _Records, checks: tuple[CheckResult, ...], exitstatu
         return ("the onloop pytest plugin did not load: no hello on the report channel "
                 f"({_exited(exit_code)}; pytest >= 7 is needed, with the plugin directory on PYTHONPATH "
                 "and not disabled by -p no:onloop_gate_report)")
-    if not _plugin_is_ours(records.hello):
-        return f"the onloop pytest plugin was loaded from {records.hello.get('plugin')!r}, not from {PLUGIN_FILE}"
+    if not _plugin_is_ours(records.hello, plugin_file):
+        return f"the onloop pytest plugin was loaded from {records.hello.get('plugin')!r}, not from {plugin_file}"
     if records.finish is None:
         meaning = _NO_RESULT.get(exit_code) if exit_code is not None else None
         return f"the test run never finished: {meaning or 'killed, os._exit, or a crash'} ({_exited(exit_code)})"
@@ -396,9 +412,9 @@ def _stopped_at_maxfail(records: _Records, checks: tuple[CheckResult, ...]) -> b
         for r in records.interrupts)
 
 
-def _plugin_is_ours(hello: dict[str, Any]) -> bool:
+def _plugin_is_ours(hello: dict[str, Any], plugin_file: Path) -> bool:
     plugin = hello.get("plugin")
-    return isinstance(plugin, str) and os.path.realpath(plugin) == os.path.realpath(PLUGIN_FILE)
+    return isinstance(plugin, str) and os.path.realpath(plugin) == os.path.realpath(plugin_file)
 
 
 def _ended(exit_code: int | None) -> str:

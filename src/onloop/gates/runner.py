@@ -57,6 +57,7 @@ class GateRun:
     required: bool = True
     broken: str | None = None  # why this run is not a result (None: it is one)
     report: str = REPORT_OUTPUT  # where the per-check results came from
+    plugins: tuple[str, ...] = ()  # project files pytest loaded as plugins (conftest.py, pytest_plugins)
 
     @property
     def failing(self) -> frozenset[str]:
@@ -93,7 +94,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     argv = tuple(part.replace("{junit}", str(report)) for part in config.command or ())
     log_path = setting.log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
-    with PytestChannel() as channel:
+    with PytestChannel(plugin_home=setting.scratch / "plugin") as channel:
         wrapped = channel.wrap_argv(argv)
         env = dict(setting.env)
         fds: tuple[int, ...] = ()
@@ -115,7 +116,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     if plugin is not None:
         broken = _process_broken(outcome, text, config) or _with_evidence(plugin.broken, text, setting.root)
         return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, plugin.checks, log_path,
-                       config.required, broken, REPORT_PLUGIN)
+                       config.required, broken, REPORT_PLUGIN, plugin.plugins)
     junit = report if report.is_file() else None
     output = GateOutput(name, outcome.exit_code, outcome.timed_out, text, junit, cwd=setting.root)
     checks = tuple(parse_gate_output(output, config.format))

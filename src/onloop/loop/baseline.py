@@ -91,7 +91,7 @@ def to_dict(run: GateRun) -> dict[str, Any]:
     return {
         "gate": run.gate, "exit_code": run.exit_code, "timed_out": run.timed_out, "duration": run.duration,
         "required": run.required, "log_path": str(run.log_path) if run.log_path else None,
-        "broken": run.broken, "report": run.report,
+        "broken": run.broken, "report": run.report, "plugins": list(run.plugins),
         "checks": [[c.check_id, c.status.value, c.message, c.location] for c in run.checks],
     }
 
@@ -101,4 +101,5 @@ def from_dict(data: dict[str, Any]) -> GateRun:
                    for cid, status, message, location in data["checks"])
     log_path = Path(data["log_path"]) if data.get("log_path") else None
     return GateRun(data["gate"], data["exit_code"], data["timed_out"], data["duration"], checks, log_path,
-                   data.get("required", True), data.get("broken"), data.get("report", ""))
+                   data.get("required", True), data.get("broken"), data.get("report", ""),
+                   tuple(data.get("plugins", ())))

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from onloop.config import Config
@@ -127,17 +127,32 @@ def judge(gates: Gates, name: str, first: GateRun, tree: str, baseline: GateRun 
     checked on the base commit before anything is called flaky."""
     gate = gates.config.gates[name]
     tolerate = tolerance(gate.tolerate, gate.tolerate_preexisting)
+    first = foreign_plugins(first, baseline, allowed=gates.config.policy.new_conftest)
     verdict = compare(first, baseline, previous, ignore, tolerate)
     if not verdict.new_failures or verdict.broken or gate.kind != "command" or gate.flaky_reruns == 0:
         return Judged(verdict, first, frozenset())
     # The same argv, environment and paths as the first run; only the log file (outside) is named apart.
-    second = gates.run_one(name, tree, f"{label}-rerun")
+    second = foreign_plugins(gates.run_one(name, tree, f"{label}-rerun"), baseline,
+                             allowed=gates.config.policy.new_conftest)
     merged = worst_of(first, second)
     flipped = frozenset(verdict.new_failures) & first.failing - second.failing
     flaky = _flips_on_base(gates, name, flipped, baseline, gate.flaky_reruns) if flipped and baseline else frozenset()
     evidence = ("failed then passed on the candidate, and flipped on the base commit against the baseline"
                 if flaky else "")
     return Judged(compare(merged, baseline, previous, ignore | flaky, tolerate), merged, flaky, evidence)
+
+
+def foreign_plugins(run: GateRun, baseline: GateRun | None, *, allowed: bool) -> GateRun:
+    """A run that loaded a pytest plugin from the project which the base commit's run did not (a module
+    named by `pytest_plugins` in a new test file, a registration at run time) is broken: such a plugin
+    can rewrite every outcome before any report is made. `policy.new_conftest` allows it."""
+    if allowed or baseline is None or run.broken:
+        return run
+    new = sorted(set(run.plugins) - set(baseline.plugins))
+    if not new:
+        return run
+    return replace(run, broken=f"pytest loaded plugin code the base commit does not load: {', '.join(new[:5])} "
+                               "(policy.new_conftest = false)")
 
 
 def _flips_on_base(gates: Gates, name: str, suspects: frozenset[str], baseline: GateRun, tries: int) -> frozenset[str]:

@@ -18,6 +18,7 @@ low-severity incidents and the work goes on. Evidence never carries a secret's v
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -156,7 +157,35 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
                 found += changed_expectations(path, before, after)
         elif after is not None:
             found += suspicious_code(path, before, after)
+        if before is None and after is not None:
+            found += shadowing(path)
     return found
+
+
+# Modules a test run imports by name: a file of the project that takes one of these names takes over
+# the runner itself (`python -m unittest` runs ./unittest/__main__.py; ./pytest.py shadows pytest).
+_RUNNER_MODULES = frozenset({"pytest", "_pytest", "py", "pluggy", "nose", "nose2", "hypothesis", "coverage",
+                             "xdist", "onloop", "sitecustomize", "usercustomize"})
+_IMPORT_ROOTS = ("", "src", "tests", "test", "lib")
+
+
+def shadowing(path: str) -> list[ReviewFinding]:
+    """A new module at a place Python or pytest puts first on sys.path (the root, src/, a test dir)
+    named like a standard-library module or part of the test machinery."""
+    from onloop.policy.review import ReviewFinding
+
+    pure = PurePosixPath(path)
+    if pure.suffix == ".py" and pure.name not in ("__init__.py", "__main__.py"):
+        name, where = pure.stem, pure.parent
+    elif pure.name in ("__init__.py", "__main__.py") and len(pure.parts) >= 2:
+        name, where = pure.parent.name, pure.parent.parent
+    else:
+        return []
+    if str(where) not in (".", *_IMPORT_ROOTS) or not (name in sys.stdlib_module_names or name in _RUNNER_MODULES
+                                                      or name.startswith("onloop_gate_report")):
+        return []
+    return [ReviewFinding("suspicious_code", path, f"a new module named {name!r} where it is imported first: it "
+                          "shadows the standard library or the test machinery")]
 
 
 _SOURCE_SUFFIXES = (".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".go", ".rs", ".rb")

@@ -1,8 +1,9 @@
 """onloop's pytest plugin: per-test results over a private channel the code under test cannot easily forge.
 
-onloop loads this module into a gate's pytest run with `-p onloop_gate_report` (its directory on
-PYTHONPATH; standard library and pytest >= 7 only, because it runs inside the project's own
-interpreter and virtualenv). Why not junit XML: that file's path is in argv and the code under test
+onloop loads this module into a gate's pytest run with `-p <name>` (a copy of this file under a
+random module name, in a directory first on PYTHONPATH, so a module the agent plants cannot shadow it;
+standard library and pytest >= 7 only, because it runs inside the project's own interpreter and
+virtualenv). Why not junit XML: that file's path is in argv and the code under test
 can rewrite it at exit, or tell a re-run apart by its name. This channel has three properties a file
 has not:
 
@@ -19,8 +20,9 @@ has not:
   code after the tests, makes the run broken, never green.
 
 Records are JSON lines; `t` names the kind: `hello` (at import), `collect` (a failed collector),
-`test` (one per phase report), `collected` (the item count), `interrupted` (pytest.exit,
-KeyboardInterrupt, pytest's own stop) and `finish` (exit status). Only the first pytest config binds
+`test` (one per phase report), `collected` (the item count), `plugin` (a plugin registered, with its
+project-relative file when it lives in the project), `interrupted` (pytest.exit, KeyboardInterrupt,
+pytest's own stop) and `finish` (exit status). Only the first pytest config binds
 the channel (the one whose plugin manager loaded this module): an inline pytester session, or a
 `pytest.main` that a conftest.py calls, reports nothing. Under pytest-xdist only the controller
 holds the fd; the workers' reports reach it through its hooks. Nothing here raises into pytest: a
@@ -39,6 +41,7 @@ import json
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -183,6 +186,18 @@ def _describe(report: pytest.TestReport | pytest.CollectReport, root: str) -> di
     }
 
 
+def _project_plugin(plugin: object, root: str) -> str | None:
+    """The project-relative file of a plugin that lives under the rootdir, else None (installed
+    plugins, pytest's own and this reporter are the environment, not the project)."""
+    if plugin is sys.modules.get(__name__) or isinstance(plugin, _Reporter):
+        return None
+    where = getattr(plugin, "__file__", None) or getattr(sys.modules.get(type(plugin).__module__), "__file__", None)
+    if not isinstance(where, str):
+        return None
+    path = _relative(where, root)
+    return None if os.path.isabs(path) else path
+
+
 def _item_location(report: pytest.TestReport) -> str:
     path, line, _ = report.location
     return f"{path}:{line + 1}" if line is not None else path
@@ -216,6 +231,17 @@ class _Reporter:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._report(lambda: {"t": "collected", "count": len(session.items)})
+
+    def pytest_plugin_registered(self, plugin: object) -> None:
+        """Every plugin whose code lives in the project (a conftest.py, a module named by
+        `pytest_plugins`), by its path: onloop refuses a run that loads one the base commit did not.
+        A historic hook, so the plugins registered before this reporter are replayed to it."""
+        try:
+            found = _project_plugin(plugin, self._root)
+        except Exception:
+            found = "<a plugin onloop could not place>"
+        if found is not None:
+            self._report(lambda: {"t": "plugin", "id": found})
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self._report(lambda: {"t": "interrupted", "kind": excinfo.typename,
