@@ -122,3 +122,28 @@ def test_money_is_checked_before_the_agent_call_of_the_last_allowed_iteration() 
     assert rules.before_iteration(state, caps)[0] is StopReason.MAX_ITERATIONS  # type: ignore[index]
     assert rules.before_agent_call(state, caps)[0] is StopReason.BUDGET  # type: ignore[index]
     assert rules.before_agent_call(RunState(iterations_done=3), caps) is None
+
+
+def test_done_blockers_name_broken_gates_and_targets_left_and_plan_mode_keeps_only_regressions() -> None:
+    from onloop.config import parse_config
+    from onloop.gates.baseline import GateVerdict
+    from onloop.loop.plan import parse_plan
+    from onloop.loop.verify import Delta, done_blockers
+
+    def verdict(**fields: object) -> GateVerdict:
+        values: dict[str, object] = {"gate": "tests", "required": True, "new_failures": (), "tolerated": (),
+                                     "targets": ("t::spec",), "targets_left": ("t::spec",), "fixed": (),
+                                     "vanished": (), "checks_total": 3, "exit_code": 1, "timed_out": False,
+                                     "duration": 0.1}
+        return GateVerdict(**{**values, **fields})  # type: ignore[arg-type]
+
+    delta = Delta((), (), (), 1, 1, 0, 1)
+    build, plan = parse_config('[run]\nmode = "build"\n'), parse_config('[run]\nmode = "plan"\n')
+    closed = parse_plan("- [x] one\n")
+
+    assert done_blockers(build, {"tests": verdict()}, closed, delta) == [
+        "gate tests has 1 target(s) still failing: t::spec"]
+    assert done_blockers(plan, {"tests": verdict()}, closed, delta) == []
+    assert done_blockers(plan, {"tests": verdict(broken="timed out after 5s")}, closed, delta) == [
+        "gate tests is broken (timed out after 5s)"]
+    assert done_blockers(build, {"tests": verdict(required=False)}, closed, delta) == []

@@ -71,7 +71,9 @@ def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Pla
             blockers.append(f"gate {name} is broken ({verdict.broken})")
         elif verdict.new_failures:
             blockers.append(f"gate {name} has {len(verdict.new_failures)} new failing check(s)")
-        if verdict.targets_left and not verdict.broken:
+        # Plan mode rewrites the plan, not the code: it must not break anything, but the targets are
+        # the build's work.
+        if verdict.targets_left and not verdict.broken and config.run.mode == "build":
             shown = ", ".join(verdict.targets_left[:3]) + (" ..." if len(verdict.targets_left) > 3 else "")
             blockers.append(f"gate {name} has {len(verdict.targets_left)} target(s) still failing: {shown}")
     if config.run.mode == "build" and plan.open_items:
