@@ -115,6 +115,24 @@ def test_real_unittest_verbose(tmp_path: Path) -> None:
     assert checks["test_calc.CalcTest.test_later"].status is CheckStatus.SKIPPED
 
 
+def test_real_unittest_with_output_between_a_test_and_its_status(tmp_path: Path) -> None:
+    """What a test prints (a warning on stderr, its own prints) lands between `... ` and the status."""
+    write(tmp_path, {
+        "test_noisy.py": (
+            "import sys\nimport unittest\nimport warnings\n\n\nclass Noisy(unittest.TestCase):\n"
+            "    def test_warns(self):\n        warnings.warn('unclosed file', ResourceWarning)\n\n"
+            "    def test_prints(self):\n        print('progress\\nok')\n        sys.stderr.write('note\\n')\n"
+            "        self.assertEqual(1, 2)\n\n"
+            "    def test_quiet(self):\n        pass\n"
+        ),
+    })
+    output = run([sys.executable, "-W", "always", "-m", "unittest", "-v"], tmp_path)
+    checks = {c.check_id: c.status for c in parse_gate_output(output, "unittest")}
+    assert checks == {"test_noisy.Noisy.test_warns": CheckStatus.PASSED,
+                      "test_noisy.Noisy.test_prints": CheckStatus.FAILED,  # its printed "ok" changes nothing
+                      "test_noisy.Noisy.test_quiet": CheckStatus.PASSED}
+
+
 LINT_SOURCE = "import os\nimport sys\n\n\ndef f(x):\n    y = 1\n    z = 2\n    return undefined_name + x\n"
 
 

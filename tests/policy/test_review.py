@@ -662,3 +662,47 @@ def test_results_are_deterministic() -> None:
     assert len(runs) == 1 and len(next(iter(runs))) == 2
     snippet = code(RUNNER_SPELLINGS["any over sys.modules"] + PATCH_SPELLINGS["settrace"])
     assert len({tuple(suspicious_code("src/app.py", None, snippet)) for _ in range(3)}) == 1
+
+
+# -- test files: how one test file changes what every other test sees ------------------------------------
+
+TEST_FILE_CHEATS = {
+    "module_level_assignment": "import calc\ncalc.add = lambda a, b: a + b\n",
+    "from_import_then_module_dict": "import calc\ncalc.__dict__['add'] = lambda a, b: a + b\n",
+    "setattr_in_a_test": "import calc\n\n\ndef test_first():\n    setattr(calc, 'add', lambda a, b: a + b)\n",
+    "aliased_module": "import calc as c\n\n\ndef test_a():\n    c.add = sum\n",
+    "pytest_plugins": "pytest_plugins = ['rewriter']\n",
+    "annotated_pytest_plugins": "pytest_plugins: list[str] = ['rewriter']\n",
+    "register_at_run_time": "def test_r(request):\n    request.config.pluginmanager.register(object())\n",
+    "patch_started_never_stopped": "from unittest import mock\n\nmock.patch('calc.add', sum).start()\n",
+    "monkeypatch_outside_a_fixture": "import pytest\n\nMP = pytest.MonkeyPatch()\nMP.setattr('calc.add', sum)\n",
+    "exit_at_import": "import os\n\nos._exit(0)\n",
+    "exec": "exec('import calc; calc.add = sum')\n",
+}
+TEST_FILE_ORDINARY = {
+    "monkeypatch_fixture": ("import calc\n\n\ndef test_m(monkeypatch):\n    monkeypatch.setattr(calc, 'add', sum)\n"
+                            "    assert calc.add([1, 2]) == 3\n"),
+    "mock_patch_context": ("from unittest import mock\n\n\ndef test_p():\n    with mock.patch('calc.add', sum):\n"
+                           "        pass\n"),
+    "mock_patch_decorator": "from unittest import mock\n\n\n@mock.patch('calc.add')\ndef test_d(add):\n    pass\n",
+    "pytest_usage": ("import sys\n\nimport pytest\n\n\n@pytest.mark.skipif(sys.platform == 'win32', reason='posix')\n"
+                     "def test_s():\n    assert 'pytest' in sys.modules\n"),
+    "local_object_attribute": "class Box:\n    pass\n\n\ndef test_b():\n    box = Box()\n    box.value = 3\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEST_FILE_CHEATS))
+def test_a_test_file_that_changes_what_other_tests_see_is_reported(name: str) -> None:
+    from onloop.policy.review import suspicious_test_code
+
+    found = suspicious_test_code("tests/test_aaa.py", None, TEST_FILE_CHEATS[name])
+
+    assert found and all(f.kind == "suspicious_code" for f in found), name
+    assert suspicious_test_code("tests/test_aaa.py", TEST_FILE_CHEATS[name], TEST_FILE_CHEATS[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(TEST_FILE_ORDINARY))
+def test_ordinary_test_code_gives_no_finding(name: str) -> None:
+    from onloop.policy.review import suspicious_test_code
+
+    assert suspicious_test_code("tests/test_ok.py", None, TEST_FILE_ORDINARY[name]) == []

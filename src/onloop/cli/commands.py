@@ -218,6 +218,9 @@ def _show_iteration(db: Database, run_id: str, n: int, json_output: bool) -> Non
         console.print(f"  gate {name}: {gate['status']}  new {gate['new_failures'][:10]}  fixed "
                       f"{gate['fixed'][:10]}  targets left {gate.get('targets_left', [])[:10]}  tolerated "
                       f"{len(gate.get('tolerated', []))}  report: {gate.get('report') or '-'}", markup=False)
+        if gate.get("reference_failed"):
+            console.print(f"  gate {name}: {len(gate['reference_failed'])} input(s) not judged (the reference failed "
+                          f"on them): {gate['reference_failed'][:10]}", style="yellow", markup=False)
     for reason in receipt.get("review") or []:
         console.print(f"  review        {reason}", style="yellow", markup=False)
     for incident in incidents:

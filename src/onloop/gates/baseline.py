@@ -63,6 +63,7 @@ class GateVerdict:
     duration: float
     broken: str | None = None
     report: str = ""
+    reference_failed: tuple[str, ...] = ()  # differential inputs the reference itself failed on: not judged
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,7 @@ class GateVerdict:
             "targets": len(self.targets), "targets_left": list(self.targets_left), "fixed": list(self.fixed),
             "vanished": list(self.vanished), "checks_total": self.checks_total, "exit_code": self.exit_code,
             "timed_out": self.timed_out, "duration": round(self.duration, 3), "report": self.report,
+            "reference_failed": list(self.reference_failed),
         }
 
 
@@ -116,6 +118,8 @@ def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozen
         duration=current.duration,
         broken=current.broken,
         report=current.report,
+        reference_failed=tuple(sorted(c.check_id for c in current.checks
+                                      if c.status is CheckStatus.REFERENCE_FAILED)),
     )
 
 

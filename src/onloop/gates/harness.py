@@ -44,9 +44,16 @@ from onloop.policy.model import glob_match
 TEST_DIRS = frozenset({"tests", "test", "testing", "__tests__", "spec", "testdata"})
 # Whole files that configure or extend a test runner: taken from the base, never loaded when new.
 CONFIG_GLOBS = (
-    "**/conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "noxfile.py", "**/pytest.ini",
-    "jest.config.*", "vitest.config.*", "vitest.workspace.*", "karma.conf.*", ".mocharc*", "jasmine.json",
-    "**/.coveragerc", ".coveragerc",
+    # pytest's own configuration files, in any directory: pytest looks for them upward from its
+    # arguments, so one in tests/ wins over the root's (pytest 9 reads pytest.toml first).
+    "**/conftest.py", "**/pytest.ini", "**/.pytest.ini", "**/pytest.toml", "**/.pytest.toml", "**/tox.ini",
+    "noxfile.py",
+    "**/jest.config.*", "**/vitest.config.*", "**/vitest.workspace.*", "**/karma.conf.*", "**/.mocharc*",
+    "**/jasmine.json", "**/.coveragerc",
+    # What makes Python import or autoload code without the tests naming it: installed-package
+    # metadata (a pytest11 entry point under a *.dist-info on sys.path is loaded by pytest itself),
+    # path files, editable-install finders.
+    "**/*.dist-info/**", "**/*.egg-info/**", "**/*.pth", "**/*.egg-link", "**/__editable__*",
     # Attributes change the bytes a checkout writes (eol, working-tree-encoding): an expected-output
     # file from the base could otherwise reach the gate converted.
     ".gitattributes", "**/.gitattributes",

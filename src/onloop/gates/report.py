@@ -91,6 +91,11 @@ class PytestReport:
     plugins: tuple[str, ...] = ()  # project files loaded as pytest plugins (conftest.py, pytest_plugins)
 
 
+def plugin_module_name() -> str:
+    """A module name for onloop's plugin that nothing committed before it was drawn can take."""
+    return f"{PLUGIN_NAME}_{secrets.token_hex(8)}"
+
+
 def pytest_program_index(argv: Sequence[str]) -> int | None:
     """Index of the argv element that is pytest itself (`pytest`, `.venv/bin/pytest`, `-m pytest`)."""
     for index, part in enumerate(argv):
@@ -119,13 +124,15 @@ class PytestChannel:
     """
 
     def __init__(self, *, byte_cap: int = BYTE_CAP, close_timeout: float = CLOSE_TIMEOUT,
-                 plugin_home: Path | None = None) -> None:
-        """`plugin_home`: a fresh directory to hold this run's copy of the plugin under a random module
-        name, so nothing in the project can shadow it by name (a planted `onloop_gate_report.py`
-        precedes PYTHONPATH under `python -m pytest`). Without it, the shipped module is used."""
+                 plugin_home: Path | None = None, module: str | None = None) -> None:
+        """`plugin_home`: a fresh directory to hold a copy of the plugin under the module name `module`
+        (by default a new random one, `plugin_module_name()`), so nothing in the project can shadow it
+        by name (a planted `onloop_gate_report.py` precedes PYTHONPATH under `python -m pytest`). The
+        caller passes the same name to every gate run of a run, so a re-run's argv is the first run's.
+        Without `plugin_home`, the shipped module is used."""
         self.module, self.plugin_file = PLUGIN_NAME, PLUGIN_FILE
         if plugin_home is not None:
-            self.module = f"{PLUGIN_NAME}_{secrets.token_hex(8)}"
+            self.module = module or plugin_module_name()
             plugin_home.mkdir(parents=True, exist_ok=True)
             self.plugin_file = plugin_home / f"{self.module}.py"
             shutil.copyfile(PLUGIN_FILE, self.plugin_file)

@@ -81,6 +81,7 @@ class GateSetting:
     sandbox: Sandbox
     env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
+    plugin_module: str | None = None  # the module name of onloop's pytest plugin for this run
 
 
 def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) -> GateRun:
@@ -94,7 +95,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     argv = tuple(part.replace("{junit}", str(report)) for part in config.command or ())
     log_path = setting.log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
-    with PytestChannel(plugin_home=setting.scratch / "plugin") as channel:
+    with PytestChannel(plugin_home=setting.scratch / "plugin", module=setting.plugin_module) as channel:
         wrapped = channel.wrap_argv(argv)
         env = dict(setting.env)
         fds: tuple[int, ...] = ()
@@ -267,6 +268,15 @@ def reference_masks(config: GateConfig, reference_root: Path, candidate_root: Pa
             continue
         parent = Path(rel).parent
         masked.append(candidate_root / (rel if parent == Path(".") else parent))
-    if argv and argv[0].startswith("/"):
-        masked.append(Path(argv[0]))
+    candidate = config.candidate or []
+    if argv and argv[0].startswith("/") and not (candidate and _same_file(argv[0], candidate[0])):
+        masked.append(Path(argv[0]))  # a program of its own; an interpreter both sides run is not the reference
     return tuple(dict.fromkeys(masked))
+
+
+def _same_file(first: str, second: str) -> bool:
+    found = shutil.which(second) or second
+    try:
+        return Path(first).resolve() == Path(found).resolve()
+    except OSError:
+        return False

@@ -47,11 +47,14 @@ def _announce(config: Config, name: str, run: GateRun, events: EventLog) -> None
     failing = sorted(run.failing)
     tolerated = [c for c in failing if tolerate(c)]
     targets = [c for c in failing if not tolerate(c)]
+    unjudged = sorted(c.check_id for c in run.checks if c.status is CheckStatus.REFERENCE_FAILED)
     summary = f"baseline {name}: {len(run.checks)} checks, {len(failing)} failing"
     if failing:
         summary += f": {len(targets)} target(s) that must pass, {len(tolerated)} tolerated"
+    if unjudged:
+        summary += f"; {len(unjudged)} input(s) the reference itself fails on (never judged)"
     events.emit("baseline_gate", summary, gate=name, checks=len(run.checks), failing=failing[:50],
-                targets=targets[:50], tolerated=tolerated[:50], report=run.report)
+                targets=targets[:50], tolerated=tolerated[:50], reference_failed=unjudged[:50], report=run.report)
 
 
 def refuse_broken(config: Config, runs: dict[str, GateRun]) -> None:

@@ -32,6 +32,9 @@ def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerd
             parts.append(f"Gate `{name}` is broken: {verdict.broken}. Nothing it checks counts until it runs to the "
                          "end (code that crashes, hangs or exits the test runner breaks it).")
             continue
+        if verdict.reference_failed:
+            parts.append(f"Gate `{name}`: {len(verdict.reference_failed)} input(s) were not judged, the reference "
+                         f"itself failed on them: {', '.join(verdict.reference_failed[:10])}.")
         shown = set(verdict.new_failures) | set(verdict.targets_left)
         if not shown:
             continue

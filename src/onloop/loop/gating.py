@@ -15,6 +15,7 @@ quarantined for this run only (`onloop.store.quarantine`).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -23,8 +24,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from onloop.config import Config
+from onloop.errors import WorkspaceError
 from onloop.gates.baseline import GateVerdict, compare, tolerance
 from onloop.gates.harness import GateTree, Harness, gate_tree, harness_for
+from onloop.gates.report import plugin_module_name
 from onloop.gates.runner import GateRun, GateSetting, run_gate, run_judge_gate, worst_of
 from onloop.gates.sealed import SealedCheckout
 from onloop.loop.setup import RunPaths
@@ -32,6 +35,7 @@ from onloop.policy.sandbox import limits_from_policy
 from onloop.process import Sandbox
 
 SandboxFor = Callable[[Path], Sandbox]
+log = logging.getLogger(__name__)
 
 
 def allowed_env(config: Config) -> dict[str, str]:
@@ -62,6 +66,10 @@ class Gates:
         self.reference = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "base")
         self.harness = harness_for(self.config, base_paths(self.git_dir, self.base))
         self.base_tree = _rev(self.git_dir, f"{self.base}^{{tree}}")
+        # One name for onloop's pytest plugin per run (this process's part of it): nothing committed
+        # can shadow a name drawn after the commit, and every gate run of the run, a flaky re-run
+        # included, sees the same argv.
+        self.plugin_module = plugin_module_name()
 
     def tree(self, commit: str) -> GateTree:
         """The tree the gates run on for `commit`: its own, with the harness of the base."""
@@ -81,7 +89,7 @@ class Gates:
         root = self.candidate.prepare(tree)
         setting = GateSetting(root=root, scratch=self.paths.scratch / "gate", log_dir=self.paths.logs,
                               sandbox=self._sandbox(root), env=allowed_env(self.config),
-                              limits=limits_from_policy(self.config.policy))
+                              limits=limits_from_policy(self.config.policy), plugin_module=self.plugin_module)
         return run_gate(name, gate, setting, label)
 
     def _differential(self, name: str, tree: str) -> GateRun:
@@ -100,11 +108,19 @@ class Gates:
         return self._sandboxes[root]
 
     def close(self) -> None:
+        """The end of the run (or of this process's part of it): sandboxes closed, and the sealed
+        checkouts removed, so nothing the last gate run left stays on the host (a resume checks them
+        out again)."""
         for sandbox in self._sandboxes.values():
             close = getattr(sandbox, "close", None)
             if close is not None:
                 close()
         self._sandboxes.clear()
+        for checkout in (self.candidate, self.reference):
+            try:
+                checkout.remove()
+            except WorkspaceError as exc:  # the run's outcome stands; the leftover is named for the operator
+                log.warning("sealed checkout not removed: %s", exc)
 
 
 def run_judges(config: Config, subject: str) -> dict[str, GateRun]:

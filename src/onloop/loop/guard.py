@@ -142,7 +142,7 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
     tests that changed, and code outside the tests that looks at or patches the test machinery.
     Judged on the whole branch against its base, so it holds for as long as the branch contains it."""
     from onloop.policy.audit import is_test_path
-    from onloop.policy.review import changed_expectations, suspicious_code
+    from onloop.policy.review import changed_expectations, suspicious_code, suspicious_test_code
 
     base = ctx.row.base_commit
     found: list[ReviewFinding] = []
@@ -155,6 +155,8 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
         if is_test_path(path):
             if before is not None:
                 found += changed_expectations(path, before, after)
+            if after is not None:
+                found += suspicious_test_code(path, before, after)
         elif after is not None:
             found += suspicious_code(path, before, after)
         if before is None and after is not None:

@@ -378,9 +378,11 @@ def _emit_gates(ctx: IterationContext, verdicts: Mapping[str, GateVerdict]) -> N
     for name, v in sorted(verdicts.items()):
         detail = v.broken or (f"{len(v.new_failures)} new, {len(v.fixed)} fixed, {len(v.targets_left)} of "
                               f"{len(v.targets)} target(s) left, {len(v.tolerated)} tolerated")
+        if v.reference_failed:
+            detail += f"; {len(v.reference_failed)} input(s) not judged: the reference failed on them"
         ctx.events.emit("gate", f"{name}: {v.status} ({detail})", gate=name, status=v.status,
                         new_failures=list(v.new_failures)[:20], targets_left=list(v.targets_left)[:20],
-                        broken=v.broken)
+                        broken=v.broken, reference_failed=list(v.reference_failed)[:20])
 
 
 def _commit_message(n: int, plan: Plan) -> str:

@@ -277,7 +277,7 @@ _TEST_NAME = re.compile(
 _TEST_DIRS = {"tests", "test", "__tests__", "spec", "specs"}
 _CODE_SUFFIXES = {".py", ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".go", ".rs", ".rb"}
 _TEST_CONFIG = re.compile(
-    r"^(conftest\.py|pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml|noxfile\.py|"
+    r"^(conftest\.py|\.?pytest\.ini|\.?pytest\.toml|tox\.ini|setup\.cfg|pyproject\.toml|noxfile\.py|"
     r"(jest|vitest|karma|mocha)\.config\.[cm]?[jt]s|\.mocharc\.\w+|package\.json|Cargo\.toml)$"
 )
 _TEST_DEF = re.compile(r"^\s*(?:async\s+)?def\s+test\w*|\b(?:it|test)\s*\(|#\[(?:tokio::)?test\]|\bfunc\s+Test\w+")

@@ -187,15 +187,35 @@ def _describe(report: pytest.TestReport | pytest.CollectReport, root: str) -> di
 
 
 def _project_plugin(plugin: object, root: str) -> str | None:
-    """The project-relative file of a plugin that lives under the rootdir, else None (installed
-    plugins, pytest's own and this reporter are the environment, not the project)."""
+    """The project-relative file of a plugin whose code lives under the rootdir, else None (installed
+    plugins, pytest's own and this reporter are the environment, not the project). A plugin is placed
+    by its module's file and by the code of every hook it implements: an object of a standard-library
+    type (a SimpleNamespace of functions) is the project's if one of its hook functions is."""
     if plugin is sys.modules.get(__name__) or isinstance(plugin, _Reporter):
         return None
-    where = getattr(plugin, "__file__", None) or getattr(sys.modules.get(type(plugin).__module__), "__file__", None)
-    if not isinstance(where, str):
-        return None
-    path = _relative(where, root)
-    return None if os.path.isabs(path) else path
+    places = [getattr(plugin, "__file__", None), getattr(sys.modules.get(type(plugin).__module__), "__file__", None)]
+    for name in dir(plugin):
+        if name.startswith("pytest_"):
+            places.append(_code_file(getattr(plugin, name, None)))
+    for where in places:
+        if isinstance(where, str):
+            path = _relative(where, root)
+            if not os.path.isabs(path):
+                return path
+    return None
+
+
+def _code_file(function: object) -> str | None:
+    """The file a callable's code was compiled from, through wrappers and partials."""
+    for _ in range(10):
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            return str(code.co_filename)
+        function = getattr(function, "__wrapped__", None) or getattr(function, "func", None) or getattr(
+            function, "__func__", None)
+        if function is None:
+            return None
+    return None
 
 
 def _item_location(report: pytest.TestReport) -> str:

@@ -9,6 +9,9 @@ roll an iteration back; instead a finding here sends the run to human review:
   compared as a multiset of normalised AST dumps (`ast.dump` ignores layout), so adding assertions,
   reformatting, renaming a test or moving an assertion never triggers; a parametrize list or an
   `EXPECTED` dict is split into one expectation per case or entry, so adding a case never triggers.
+- `suspicious_test_code`: in a test file, new or changed, the ways one test file changes what every
+  other test sees: patching the code under test or the interpreter (at import or in a test), loading or
+  registering pytest plugins, ending the process, dynamic code, raw fd writes;
 - `suspicious_code`: code outside the tests that inspects the test runner, imports or patches the test
   framework or the interpreter, runs dynamic code, or names test reports and test files. Features are
   counted in the base text and in the new text and only an increase counts, so code that was already
@@ -54,6 +57,6 @@ template engines that compile code.
 
 from onloop.policy.review._finding import ReviewFinding
 from onloop.policy.review.expectations import changed_expectations
-from onloop.policy.review.suspicious import suspicious_code
+from onloop.policy.review.suspicious import suspicious_code, suspicious_test_code
 
-__all__ = ["ReviewFinding", "changed_expectations", "suspicious_code"]
+__all__ = ["ReviewFinding", "changed_expectations", "suspicious_code", "suspicious_test_code"]

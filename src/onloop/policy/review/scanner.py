@@ -47,7 +47,7 @@ _REFERENCES: dict[str, str] = {
          "inspect.getouterframes", "inspect.getinnerframes", "inspect.trace", "inspect.getframeinfo",
          "traceback.extract_stack", "traceback.walk_stack", "traceback.format_stack", "traceback.print_stack",
          "traceback.StackSummary", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.getppid",
-         "sys.gettrace", "sys.getprofile", "__main__"),
+         "sys.gettrace", "sys.getprofile", "__main__", "sys.orig_argv", "sys.argv"),
         RUNNER,
     ),
     **dict.fromkeys(
@@ -118,6 +118,7 @@ class _Scanner(ast.NodeVisitor):
         self._function_depth = 0
         self._main_guard = False
         self._consumed: set[int] = set()  # nodes already reported by a more specific rule
+        self._arguments: set[int] = set()  # `sys.argv` nodes that read the program's arguments
         self.aliases = _aliases(tree)
         # A name bound by assignment, argument or definition hides a builtin of that name, and inside a
         # function an import too, in its own scope only: `t = Template()` in one function does not hide
@@ -195,9 +196,22 @@ class _Scanner(ast.NodeVisitor):
                 self._strings(value, node)
                 return  # a folded constant: its parts were folded with it
         stored = isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)  # a binding, not a use
+        if isinstance(node, ast.Subscript | ast.Call):
+            self._mark_argument_reads(node)
         if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Call) and not stored:
             self._reference(node)
         super().visit(node)
+
+    def _mark_argument_reads(self, node: ast.Subscript | ast.Call) -> None:
+        """`sys.argv[1]`, `sys.argv[2:]`, `len(sys.argv)`: a program reading its arguments, not asking how
+        it was started (`sys.argv[0]`, `'-m' in sys.argv`, which stay features)."""
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id == "len" and len(node.args) == 1:
+                self._arguments.add(id(node.args[0]))
+            return
+        index = node.slice.lower if isinstance(node.slice, ast.Slice) else node.slice
+        if isinstance(index, ast.Constant) and isinstance(index.value, int) and index.value >= 1:
+            self._arguments.add(id(node.value))
 
     def _strings(self, value: object, node: ast.expr) -> None:
         texts = value if isinstance(value, tuple) else (value,)
@@ -216,7 +230,8 @@ class _Scanner(ast.NodeVisitor):
         prefixes = [".".join(name.split(".")[:i]) for i in range(name.count(".") + 1, 0, -1)]
         for prefix in prefixes:
             if prefix in _REFERENCES:
-                self.add(_REFERENCES[prefix], prefix, node)
+                if not (prefix == "sys.argv" and id(node) in self._arguments):
+                    self.add(_REFERENCES[prefix], prefix, node)
                 break
         if name in _IMPORT_TIME and self._at_import_time():
             self.add(EXIT, f"{name} at import time", node)
@@ -451,6 +466,21 @@ def _dedupe(features: list[Feature]) -> list[Feature]:
     return kept
 
 
+_CLI_PARSERS = frozenset({"argparse", "optparse", "getopt", "click", "typer", "fire", "docopt"})
+
+
+def _is_script(tree: ast.Module) -> bool:
+    """A module meant to be run: it has a `__main__` guard or imports a command-line parser."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            return True
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] in _CLI_PARSERS for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _CLI_PARSERS:
+            return True
+    return False
+
+
 def python_features(text: str, depth: int = 0) -> list[Feature] | None:
     """The features of a Python module, or None if it does not parse (the caller falls back to lines).
 
@@ -461,6 +491,8 @@ def python_features(text: str, depth: int = 0) -> list[Feature] | None:
     def collect(tree: ast.Module) -> list[Feature]:
         scanner = _Scanner(tree, text, depth)
         scanner.visit(tree)
+        if _is_script(tree):  # a program reads its own command line; a library asking for it is looking
+            return [f for f in scanner.features if f.detail != "sys.argv"]  # at how it was started
         return scanner.features
 
     features = parsed(text, collect)

@@ -93,9 +93,36 @@ def suspicious_code(path: str, before: str | None, after: str) -> list[ReviewFin
         evidence = f"{PATCH}: {pure.name} runs at every interpreter start, before any test"
         findings.append(ReviewFinding("suspicious_code", path, evidence))
     old, new = _features(pure.suffix, before or "", after)
-    lines = [list(group) for _, group in itertools.groupby(_new_features(old, new), lambda f: f.line)]
-    findings += [_code_finding(path, features) for features in lines[:MAX_REPORTED]]
-    return findings + past_limit("suspicious_code", path, len(lines), "lines with suspicious code")
+    return findings + _findings(path, _new_features(old, new))
+
+
+# In a test file, naming pytest, importing it and inspecting things is the job; what is not: changing
+# the code under test or the interpreter for every test (a test module patching `calc.add` at import,
+# collected first, makes every other test pass), loading plugins, ending the process, dynamic code.
+_TEST_FILE_CATEGORIES = frozenset({PATCH, EXIT, DYNAMIC, RAWFD})
+_PLUGIN_LOADING = (PATCH, "loads or registers pytest plugins", re.compile(
+    r"^\s*pytest_plugins\s*[:=+]|\bpluginmanager\b|\bpytest11\b"))
+# Patches a test starts without a fixture to undo them: they outlive the test into every later one.
+_UNSCOPED_PATCH = (PATCH, "a patch no fixture undoes", re.compile(
+    r"\bMonkeyPatch\s*\(|\bpatch(?:\.object|\.dict|\.multiple)?\s*\(.*\)\s*\.start\s*\("))
+_TEST_FILE_LINES = (_PLUGIN_LOADING, _UNSCOPED_PATCH)
+
+
+def suspicious_test_code(path: str, before: str | None, after: str) -> list[ReviewFinding]:
+    """For a test file (new, or changed): the mechanisms by which one test file changes what every other
+    test sees, counted like `suspicious_code` (only what `after` has more of than `before`)."""
+    pure = PurePosixPath(path)
+    old, new = _features(pure.suffix, before or "", after)
+    old += _line_features(before or "", _TEST_FILE_LINES)
+    new += _line_features(after, _TEST_FILE_LINES)
+    keep = [f for f in _new_features(old, new) if f.category in _TEST_FILE_CATEGORIES]
+    return _findings(path, sorted(keep, key=lambda f: (f.line, f.category, f.detail)))
+
+
+def _findings(path: str, features: list[Feature]) -> list[ReviewFinding]:
+    lines = [list(group) for _, group in itertools.groupby(features, lambda f: f.line)]
+    found = [_code_finding(path, group) for group in lines[:MAX_REPORTED]]
+    return found + past_limit("suspicious_code", path, len(lines), "lines with suspicious code")
 
 
 def _features(suffix: str, before: str, after: str) -> tuple[list[Feature], list[Feature]]:
