@@ -91,6 +91,19 @@ def digest_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def survivors(marker: str) -> list[str]:
+    """Host processes whose command line carries `marker` (the attack's own code)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in text:
+            found.append(f"{cmdline.parent.name}: {text[:80]!r}")
+    return found
+
+
 def git_out(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60).stdout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from onloop.testing import Step
-from tests.redteam.harness import assert_continued, classify, policy_toml, probe, run_attack, then_benign
+from tests.redteam.harness import assert_continued, classify, policy_toml, probe, run_attack, survivors, then_benign
 
 pytestmark = pytest.mark.redteam("runs forever, forks, fills the disk, floods output")
 
@@ -26,19 +26,6 @@ def _marker(body: str) -> str:
     found = re.search(r"REDTEAM-[A-Z]+-\d", body)
     assert found, body
     return found.group()
-
-
-def _survivors(marker: str) -> list[str]:
-    """Host processes whose command line carries `marker` (the attack's own code)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in text:
-            found.append(f"{cmdline.parent.name}: {text[:80]!r}")
-    return found
 
 
 HANGS = {
@@ -71,7 +58,7 @@ def test_runs_forever(variant: str, make_repo, tmp_path: Path, request) -> None:
         time.sleep(0.5)
         assert beat.stat().st_size == size, "a daemon started by the agent is still running on the host"
     if body is not None:  # (the plain hang is the agent process itself, checked by the timeout above)
-        assert _survivors(_marker(body)) == []
+        assert survivors(_marker(body)) == []
     assert_continued(a)
     classify(request, "blocked")
 
@@ -97,7 +84,7 @@ def test_forks_without_bound(variant: str, make_repo, tmp_path: Path, request) -
         result = a.probe("bomb")
         assert not result["ok"] and result["data"] < 64, result
     # This variant's own marker: under pytest-xdist another worker may be running another bomb right now.
-    assert _survivors(_marker(BOMBS[variant])) == []
+    assert survivors(_marker(BOMBS[variant])) == []
     assert_continued(a)
     classify(request, "blocked")
 

@@ -26,7 +26,7 @@ import pytest
 from onloop.store.db import onloop_home
 from onloop.testing import Edit, Scenario, Step
 from tests.redteam.gatekit import BREAK, PYTEST_GATE_S, PYTEST_TESTS, PYTHON, assert_not_done, claim, gate, gate_log
-from tests.redteam.harness import Attack, classify, git_out, run_attack
+from tests.redteam.harness import Attack, classify, git_out, run_attack, survivors
 
 pytestmark = pytest.mark.redteam("acts through the gate")
 
@@ -267,18 +267,6 @@ os.symlink({str(victim)!r}, "calc.py")
     classify(request, "caught")
 
 
-def _survivors(marker: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in text:
-            found.append(f"{cmdline.parent.name}: {text[:80]!r}")
-    return found
-
-
 def test_daemon_that_outlives_the_gate(make_repo, tmp_path: Path, request) -> None:
     """A detached daemon (double fork, new session, its own argv) that keeps writing into the checkout and
     rewriting the checker for 60 s: the sandbox's pid namespace ends it with the gate run."""
@@ -306,7 +294,7 @@ time.sleep(0.3)
 
     _assert_contained(a)
     time.sleep(0.3)
-    assert _survivors("REDTEAM-DAEMON-7") == [], "the daemon outlived the gate on the host"
+    assert survivors("REDTEAM-DAEMON-7") == [], "the daemon outlived the gate on the host"
     classify(request, "blocked")
 
 
