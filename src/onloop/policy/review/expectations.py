@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +58,50 @@ def changed_expectations(path: str, before: str | None, after: str | None) -> li
     missing, added = _multiset_minus(old, new), _multiset_minus(new, old)
     pairs = _pair(missing[:MAX_REPORTED], added)
     findings = [_expectation_finding(path, gone, replacement) for gone, replacement in pairs]
+    if path.endswith(".py"):
+        findings += _control_flow_added(path, before, after)
     return findings + past_limit("expectation_changed", path, len(missing), "expectations changed or removed")
+
+
+# What stops a test before its assertions: an expectation kept word for word behind an early `return`,
+# a `raise`, or `if False:` is present and never checked.
+_EXITS = (ast.Return, ast.Raise, ast.Break, ast.Continue)
+
+
+def _control_flow_added(path: str, before: str, after: str) -> list[ReviewFinding]:
+    """Existing tests (by qualified name) that gained an early exit or a constant condition."""
+    old, new = parsed(before, _exits_per_test), parsed(after, _exits_per_test)
+    if old is None or new is None:
+        return []
+    found = []
+    for name in sorted(set(old) & set(new)):
+        if new[name][0] > old[name][0]:
+            evidence = (f"{name}: control flow added (an early return, raise or constant condition): its "
+                        "assertions may no longer run")
+            found.append(ReviewFinding("expectation_changed", path, one_line(evidence, EVIDENCE),
+                                       after=one_line(new[name][1])))
+    return found
+
+
+def _exits_per_test(tree: ast.Module) -> dict[str, tuple[int, str]]:
+    """Test name -> (number of early exits and constant conditions in its own body, the first one)."""
+    tests: dict[str, tuple[int, str]] = {}
+    for owner, func in _test_functions(tree):
+        exits = [n for n in _own_nodes(func) if isinstance(n, _EXITS) or (
+            isinstance(n, ast.If | ast.While | ast.IfExp) and isinstance(n.test, ast.Constant))]
+        first = ast.unparse(exits[0]).split("\n")[0] if exits else ""
+        tests[f"{owner}{func.name}"] = (len(exits), first)
+    return tests
+
+
+def _test_functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
+            yield "", node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name.startswith(("test", "setUp")):
+                    yield f"{node.name}.", item
 
 
 def _deleted(path: str, before: str) -> list[ReviewFinding]:
@@ -230,8 +274,12 @@ class _Expectations(ast.NodeVisitor):
         self._referenced[-1].update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
 
     def _body(self, body: list[ast.stmt]) -> None:
-        """Module and class bodies: constant assignments are expectations; everything else is visited."""
+        """Module and class bodies: constant assignments are expectations, and so are imports of the code
+        under test (a test that now imports `calc_v2` as `calc` checks something else); everything else
+        is visited."""
         for statement in body:
+            for alias in _project_imports(statement):
+                self._add(f"import {alias}", "import of the code under test", statement)
             target, value = simple_assignment(statement)
             if target and value is not None and _has_constant(value):
                 self._constant(target, value, "constant", statement)
@@ -276,11 +324,54 @@ class _Expectations(ast.NodeVisitor):
                     self._add(key, "decorator argument", part, excerpt, context)
 
     def _expected_locals(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        """`expected = 5` then `assert f() == expected`: the literal is the expectation."""
+        """`expected = 5` then `assert f() == expected`: the literal is the expectation. So are the
+        inputs an assertion uses (`a, b = 2, 3` then `assert add(a, b) == 5`): changing what a test
+        feeds the code changes what it checks as much as changing what it expects."""
         for node in _own_nodes(func):
             target, value = simple_assignment(node)
             if target in self._referenced[-1] and value is not None and _literalish(value):
                 self._constant(target, value, "expected value", node)
+            for name, part in _unpacked(node):
+                if name in self._referenced[-1] and _literalish(part):
+                    self._add(f"{name} = {_key(part)}", "input value", part, f"{name} = {self._segment(part)}")
+
+
+# Modules a test imports that are not what it tests: the standard library and the test tooling.
+_TOOLING = frozenset({"pytest", "_pytest", "unittest", "mock", "hypothesis", "nose", "nose2", "pytest_mock",
+                      "freezegun", "responses", "requests_mock", "faker", "factory", "parameterized", "ddt"})
+
+
+def _project_imports(statement: ast.stmt) -> list[str]:
+    """`import x as y` / `from x import a as b` of a module that is neither stdlib nor test tooling, as
+    comparable strings (a changed source or a changed alias both count)."""
+    if isinstance(statement, ast.Import):
+        pairs = [(a.name, a.name, a.asname) for a in statement.names]
+    elif isinstance(statement, ast.ImportFrom) and statement.level == 0 and statement.module:
+        pairs = [(statement.module, f"{statement.module}.{a.name}", a.asname) for a in statement.names]
+    elif isinstance(statement, ast.ImportFrom):
+        pairs = [("." * statement.level, f"{'.' * statement.level}{statement.module or ''}.{a.name}", a.asname)
+                 for a in statement.names]
+    else:
+        return []
+    found = []
+    for module, imported, alias in pairs:
+        top = module.split(".")[0]
+        if top and (top in sys.stdlib_module_names or top in _TOOLING):
+            continue
+        found.append(f"{imported} as {alias}" if alias else imported)
+    return found
+
+
+def _unpacked(node: ast.AST) -> list[tuple[str, ast.expr]]:
+    """`a, b = 2, 3` as [("a", 2), ("b", 3)]; anything else as []."""
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return []
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Tuple | ast.List) and isinstance(value, ast.Tuple | ast.List)):
+        return []
+    if len(target.elts) != len(value.elts):
+        return []
+    return [(t.id, v) for t, v in zip(target.elts, value.elts, strict=True) if isinstance(t, ast.Name)]
 
 
 def _users_of(tree: ast.Module) -> dict[str, set[str]]:
