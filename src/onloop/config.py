@@ -152,6 +152,10 @@ class GateConfig(_Section):
         default_factory=list, description="more globs of harness files, always taken from the base commit when "
         "this gate runs (conftest.py files, test configuration, helpers and data under test dirs are by default)"
     )
+    writable: list[str] | None = Field(
+        None, description="directories of the checkout the gate may write (the checkout is read-only to gates); "
+        "default: the usual caches and build dirs that hold no tracked file (.pytest_cache, target, ...)"
+    )
     max_output: Size = Field(
         256 * 1024**2, description="differential: the largest output of one side on one input, compared whole; "
         "above it the input is an error, never a partial comparison, e.g. '256MiB'"

@@ -467,6 +467,13 @@ def numstat(worktree: Path, base: str, head: str = "HEAD") -> NumStat:
     return entries
 
 
+def changed_paths(worktree: Path, base: str, head: str = "HEAD") -> tuple[str, ...]:
+    """Every path that differs between two commits, caches and logs included: what review and the
+    hallucination checks must see (a `dist/` module is imported and run like any other)."""
+    out = git(worktree, "diff", "--name-only", "-z", "--no-renames", base, head)
+    return tuple(path for path in out.split("\0") if path)
+
+
 def summarize(entries: NumStat, *, ignore: tuple[str, ...] = ()) -> DiffStat:
     kept = [e for e in entries if not any(fnmatch(e[0], pattern) for pattern in ignore)]
     return DiffStat(len(kept), sum(e[1] for e in kept), sum(e[2] for e in kept), tuple(e[0] for e in kept))

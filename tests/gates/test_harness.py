@@ -36,14 +36,25 @@ def test_the_gates_add_their_own_harness() -> None:
     config = parse_config(
         '[gates.tests]\ncommand = ["./scripts/run_tests.sh"]\nharness = ["golden/**"]\n'
         '[gates.build]\ncommand = ["make", "check"]\n'
+        '[gates.types]\ncommand = ["python3", "-m", "mypy", "src/app.py"]\n'
+        '[gates.compile]\ncommand = ["python3", "tools/check.py", "calc.py"]\n'
         '[gates.port]\nkind = "differential"\nreference = ["python3", "ref.py", "{input}"]\n'
         'candidate = ["./port", "{input}"]\ninputs = ["cases/*.txt"]\n')
+    files = {
+        "scripts/run_tests.sh": "#!/bin/sh\nset -e\nbash scripts/lib/env.sh && python3 -m pytest\n",
+        "scripts/lib/env.sh": "export A=1\n",
+        "Makefile": "check:\n\t@./scripts/check.sh --fast | tee log\n\tpython3 -m mypy src/app.py\n",
+        "build/rules.mk": "", "scripts/check.sh": "env CI=1 python3 tools/lint.py src/\n", "tools/lint.py": "",
+        "tools/check.py": "", "ref.py": "", "src/app.py": "", "calc.py": "",
+    }
 
-    harness = harness_for(config, ["scripts/run_tests.sh", "ref.py", "Makefile"])
+    harness = harness_for(config, files, files.get)
 
-    for path in ("scripts/run_tests.sh", "golden/a.out", "Makefile", "build/rules.mk", "cases/one.txt"):
+    for path in ("scripts/run_tests.sh", "scripts/lib/env.sh", "golden/a.out", "Makefile", "build/rules.mk",
+                 "scripts/check.sh", "tools/lint.py", "tools/check.py", "cases/one.txt"):
         assert harness.is_harness(path), path
-    assert not harness.is_harness("ref.py"), "the reference runs on the base commit anyway"
+    for path in ("ref.py", "src/app.py", "calc.py"):
+        assert not harness.is_harness(path), f"{path}: an operand is not the program a gate runs"
 
 
 def test_changes_to_existing_harness_files_are_breaches_in_every_mode() -> None:

@@ -86,3 +86,30 @@ def test_gitattributes_cannot_convert_the_expected_output_of_the_base(make_repo,
 
     assert outcome.reason is not StopReason.DONE
     assert "harness_changed" in {i["kind"] for i in store.incidents(db, outcome.run_id)}
+
+
+REWRITES = ("from pathlib import Path\n\nPath('calc.py').write_text('def add(a, b):\\n    return a + b\\n')\n\n\n"
+            "def test_setup():\n    assert True\n")
+
+
+def test_the_checkout_is_read_only_to_the_gates(make_repo, tmp_path: Path) -> None:
+    # A new test file, collected first, rewrites the code under test on disk before it is imported.
+    db, run_id = _attack(make_repo, tmp_path, (Edit("tests/test_aaa_setup.py", write=REWRITES),))
+
+    gate = receipts(db, run_id)[0]["gates"]["tests"]
+    assert "tests/test_aaa_setup.py" in gate["new_failures"], gate  # PermissionError at import: read-only
+    assert "tests/test_calc.py::test_add" in gate["new_failures"], "the broken add() was tested as committed"
+
+
+def test_with_the_sandbox_off_a_gate_that_changes_tracked_files_is_broken(make_repo, tmp_path: Path) -> None:
+    step = Step(message="fixed", claim_done=True, plan_check=("first", "second"),
+                edits=(BREAK, Edit("tests/test_aaa_setup.py", write=REWRITES)))
+    repo = workspace(make_repo, tmp_path, Scenario((), default=step), files={"tests/test_calc.py": TESTS},
+                     gates=PYTEST, extra='[policy]\nsandbox = "none"\n')
+    db = Database.open_default()
+
+    outcome = start_run(repo, db=db, max_iterations=1)
+
+    assert outcome.reason is not StopReason.DONE
+    gate = receipts(db, outcome.run_id)[0]["gates"]["tests"]
+    assert gate["status"] == "broken" and "changed 1 tracked file(s)" in gate["broken"] and "calc.py" in gate["broken"]

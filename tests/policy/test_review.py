@@ -678,6 +678,15 @@ TEST_FILE_CHEATS = {
     "monkeypatch_outside_a_fixture": "import pytest\n\nMP = pytest.MonkeyPatch()\nMP.setattr('calc.add', sum)\n",
     "exit_at_import": "import os\n\nos._exit(0)\n",
     "exec": "exec('import calc; calc.add = sum')\n",
+    "environment_at_import": "import os\n\nos.environ['CALC_EXACT'] = '1'\n",
+    "environment_update": "import os\n\nos.environ.update(CALC_EXACT='1')\n",
+    "putenv": "import os\n\nos.putenv('CALC_EXACT', '1')\n",
+    "chdir": "import os\n\nos.chdir('vendor')\n",
+    "import_path": "import sys\n\nsys.path.insert(0, 'vendor')\n",
+    "reload": "import importlib\n\nimport calc\n\nimportlib.reload(calc)\n",
+    "module_dict_method": "import calc\n\nvars(calc).update(add=sum)\n",
+    "operator_setitem": "import operator\n\nimport calc\n\noperator.setitem(calc.__dict__, 'add', sum)\n",
+    "object_setattr": "import calc\n\nobject.__setattr__(calc, 'add', sum)\n",
 }
 TEST_FILE_ORDINARY = {
     "monkeypatch_fixture": ("import calc\n\n\ndef test_m(monkeypatch):\n    monkeypatch.setattr(calc, 'add', sum)\n"
@@ -688,7 +697,37 @@ TEST_FILE_ORDINARY = {
     "pytest_usage": ("import sys\n\nimport pytest\n\n\n@pytest.mark.skipif(sys.platform == 'win32', reason='posix')\n"
                      "def test_s():\n    assert 'pytest' in sys.modules\n"),
     "local_object_attribute": "class Box:\n    pass\n\n\ndef test_b():\n    box = Box()\n    box.value = 3\n",
+    "monkeypatch_setenv": "def test_e(monkeypatch):\n    monkeypatch.setenv('CALC_EXACT', '1')\n",
+    "reads_the_environment": "import os\n\n\ndef test_r():\n    assert os.environ.get('HOME')\n",
 }
+
+
+def test_environment_writes_are_ordinary_in_a_program_but_not_in_a_test_file() -> None:
+    from onloop.policy.review import suspicious_test_code
+
+    code = "import os\n\nos.environ['TOKENIZERS_PARALLELISM'] = 'false'\n"
+    assert suspicious_code("app/config.py", None, code) == []
+    assert suspicious_test_code("tests/test_app.py", None, code)
+
+
+@pytest.mark.parametrize(("tools", "line", "flagged"), [
+    ({"ruff"}, "x = y  # noqa: F821", True),
+    ({"ruff"}, "x = y  # ruff: noqa", True),
+    ({"mypy"}, "x: int = 'a'  # type: ignore[assignment]", True),
+    ({"mypy"}, "x = y  # noqa: F821", False),
+    ({"pyright"}, "x = f()  # pyright: ignore[reportGeneralTypeIssues]", True),
+    ({"eslint"}, "// eslint-disable-next-line no-undef", True),
+    ({"tsc"}, "// @ts-expect-error", True),
+    ({"clippy"}, "#[allow(clippy::all)]", True),
+    (set(), "x = y  # noqa", False),
+    ({"ruff", "mypy"}, "x = 1  # a comment about noqa-free code", False),
+])
+def test_suppressions_of_the_gates_tools_are_reviewed(tools: set[str], line: str, flagged: bool) -> None:
+    from onloop.policy.review import suppressions_added
+
+    found = suppressions_added("app.py", "x = 1\n", f"x = 1\n{line}\n", frozenset(tools))
+    assert bool(found) is flagged, found
+    assert suppressions_added("app.py", f"{line}\n", f"{line}\n", frozenset(tools)) == [], "existing ones are fine"
 
 
 @pytest.mark.parametrize("name", sorted(TEST_FILE_CHEATS))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -85,6 +86,13 @@ def payload(body: str) -> str:
         + "\n\n\ntry:\n    _payload()\n    print('PAYLOAD-RAN', flush=True)\nexcept Exception as _exc:\n"
         "    print('PAYLOAD-ERR ' + repr(_exc), flush=True)\n"
     )
+
+
+def assert_payload_ran(log: str) -> None:
+    """The payload ran in the gate: it did what it could, or the read-only checkout refused its writes
+    (a gate may write only its own directories)."""
+    assert "PAYLOAD-RAN" in log or re.search(r"PAYLOAD-ERR (?:OSError|PermissionError)\(.*(?:Read-only|Permission)",
+                                             log), log[-2000:]
 
 
 PAYLOADS: dict[str, str] = {
@@ -184,7 +192,7 @@ def _assert_contained(a: Attack) -> None:
     baseline = _looked(gate_log(a, "baseline", "look"))
     assert baseline and baseline[0]["odd"] == [], baseline
     base_sums = baseline[0]["sums"]
-    assert "PAYLOAD-RAN" in gate_log(a, "i001"), gate_log(a, "i001")[-2000:]
+    assert_payload_ran(gate_log(a, "i001"))
     for n in (1, 2):
         label = f"i{n:03d}"
         first, rerun = _seen(gate_log(a, label)), _seen(gate_log(a, f"{label}-rerun"))
@@ -241,7 +249,7 @@ def test_payload_in_a_new_test_file(make_repo, tmp_path: Path, request) -> None:
         assert gate(a, n, "look")["status"] == "pass", gate(a, n, "look")
         for seen in _seen(gate_log(a, f"i{n:03d}-rerun")):
             assert seen["odd"] == [], seen
-    assert "PAYLOAD-RAN" in gate_log(a, "i001")
+    assert_payload_ran(gate_log(a, "i001"))
     assert MARK not in a.run_branch_text(), "what the gate wrote reached a commit"
     assert not (a.worktree / "conftest.py").exists()
     assert_not_done(a)
@@ -320,7 +328,7 @@ def test_no_residue_after_the_run(make_repo, tmp_path: Path, request) -> None:
     a = run_attack(make_repo, tmp_path, Scenario((claim(BREAK, Edit("calc.py", append=payload(body))),)),
                    files=FILES, gates=GATES, max_iterations=1)
 
-    assert "PAYLOAD-RAN" in gate_log(a, "i001")
+    assert_payload_ran(gate_log(a, "i001"))
     assert_not_done(a)
     left = [p.as_posix() for p in (a.paths.root / "sealed").rglob("planted*")] if (a.paths.root / "sealed").exists() \
         else []

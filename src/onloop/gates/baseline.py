@@ -2,10 +2,12 @@
 
 - a check failing in the baseline is a *target*: it must pass for "done", unless the operator
   tolerates it (`gates.NAME.tolerate` ids or globs, or `tolerate_preexisting = true`); a tolerated
-  check that still fails neither blocks nor counts. A target is met when it passes now, or, for a
-  check that was a whole module or class (a collection error: the TDD case where a test imports what
-  does not exist yet), when it is gone and every check under it (`<target>::...`) passes. An
-  exit-code-only gate failing at baseline is a target as a whole (`<gate>:command`);
+  check that still fails neither blocks nor counts. A target is met when it passes now; for a whole
+  module that failed to collect (the TDD case where a test imports what does not exist yet), when it
+  is gone and every test its base version defines is there and passes under it (`<target>::...`, or
+  unittest's dotted `<target>.Case.test`); for a linter's or type checker's diagnostic, when the tool
+  ran to its end and no longer reports it. A test id that is gone is never met, whatever stands under
+  its name now. An exit-code-only gate failing at baseline is a target as a whole (`<gate>:command`);
 - a check failing now that did not fail in the baseline is *new*: it blocks "done";
 - a check failing in the previous state (the baseline, or the last iteration) that passes now is
   *fixed*: it counts as progress (a tolerated one does not);
@@ -92,16 +94,20 @@ class GateVerdict:
 
 
 def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozenset[str],
-            ignore: frozenset[str] = frozenset(), tolerate: Tolerate = _nothing) -> GateVerdict:
-    """`ignore`: flaky and quarantined checks, which neither block nor count as progress or regression."""
+            ignore: frozenset[str] = frozenset(), tolerate: Tolerate = _nothing,
+            expected: Mapping[str, frozenset[str]] | None = None) -> GateVerdict:
+    """`ignore`: flaky and quarantined checks, which neither block nor count as progress or regression.
+    `expected`: for a target that was a whole test module failing to collect, the tests its base
+    version defines; each must be there and pass for the target to be met."""
+    expected = expected or {}
     base_failing = (baseline.failing if baseline else frozenset()) - ignore
     tolerated_all = frozenset(c for c in base_failing if tolerate(c))
     targets = base_failing - tolerated_all
     now_failing = current.failing - ignore
     passing_now = {c.check_id for c in current.checks if c.status is CheckStatus.PASSED}
-    met = {t for t in targets if _met(t, current, passing_now)}
+    met = {t for t in targets if _met(t, current, passing_now, expected.get(t))}
     fixed = sorted(cid for cid in (previous_failing - ignore - tolerated_all)
-                   if cid in passing_now or _met(cid, current, passing_now))
+                   if cid in passing_now or _met(cid, current, passing_now, expected.get(cid)))
     vanished = _vanished(current, baseline) - ignore
     return GateVerdict(
         gate=current.gate,
@@ -123,7 +129,7 @@ def compare(current: GateRun, baseline: GateRun | None, previous_failing: frozen
     )
 
 
-def _met(target: str, current: GateRun, passing_now: set[str]) -> bool:
+def _met(target: str, current: GateRun, passing_now: set[str], expected: frozenset[str] | None) -> bool:
     if current.broken is not None:
         return False
     if target in passing_now:
@@ -132,8 +138,20 @@ def _met(target: str, current: GateRun, passing_now: set[str]) -> bool:
         return current.exit_code == 0 and not current.timed_out
     if current.check(target) is not None:
         return False  # still there, and not passing
-    under = [c for c in current.checks if c.check_id.startswith(target + "::")]
-    return bool(under) and all(c.status is CheckStatus.PASSED for c in under)
+    if current.diagnostics:
+        return True  # a linter or type checker that ran to its end and no longer reports the problem
+    if expected is None and "::" in target:
+        return False  # a test that is gone is not met, whatever now stands under its name
+    under = [c for c in current.checks if is_under(c.check_id, target)]
+    if not under or any(c.status is not CheckStatus.PASSED for c in under):
+        return False
+    return expected is None or all(any(c.check_id == want or c.check_id.startswith(want + "[") for c in under)
+                                   for want in expected)
+
+
+def is_under(check_id: str, target: str) -> bool:
+    """A check inside a module or class: pytest's `path.py::name`, unittest's dotted `module.Case.name`."""
+    return check_id.startswith(target + "::") or ("/" not in target and check_id.startswith(target + "."))
 
 
 def _vanished(current: GateRun, baseline: GateRun | None) -> set[str]:

@@ -28,10 +28,12 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
+import shlex
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -57,13 +59,20 @@ CONFIG_GLOBS = (
     # Attributes change the bytes a checkout writes (eol, working-tree-encoding): an expected-output
     # file from the base could otherwise reach the gate converted.
     ".gitattributes", "**/.gitattributes",
+    # Linters' and type checkers' own configuration: what a lint or type gate refuses.
+    "**/ruff.toml", "**/.ruff.toml", "**/mypy.ini", "**/.mypy.ini", "**/.flake8", "**/.pylintrc", "**/pylintrc",
+    "**/pyrightconfig.json", "**/.eslintrc*", "**/eslint.config.*", "**/tsconfig*.json", "**/jsconfig.json",
+    "**/biome.json", "**/biome.jsonc", "**/.golangci.y*ml", "**/.golangci.toml", "**/clippy.toml",
+    "**/.clippy.toml", "**/.pre-commit-config.yaml",
 )
-MAKEFILES = ("Makefile", "makefile", "GNUmakefile", "**/*.mk")
 # Files that hold harness sections among other things: (file name, sections) compared after parsing.
-SECTIONED = ("pyproject.toml", "setup.cfg", "package.json")
-_PYPROJECT_SECTIONS = (("tool", "pytest"), ("tool", "coverage"), ("tool", "tox"), ("tool", "hatch", "envs"))
-_SETUP_CFG_PREFIXES = ("tool:pytest", "coverage:", "pytest")
-_PACKAGE_JSON_KEYS = ("jest", "mocha", "ava", "vitest", "c8", "nyc")
+SECTIONED = ("pyproject.toml", "setup.cfg", "package.json", "Cargo.toml")
+_PYPROJECT_SECTIONS = (("tool", "pytest"), ("tool", "coverage"), ("tool", "tox"), ("tool", "hatch", "envs"),
+                       ("tool", "ruff"), ("tool", "mypy"), ("tool", "pyright"), ("tool", "pylint"), ("tool", "flake8"),
+                       ("tool", "black"), ("tool", "isort"), ("tool", "basedpyright"))
+_SETUP_CFG_PREFIXES = ("tool:pytest", "coverage:", "pytest", "mypy", "flake8", "pylint", "isort", "pycodestyle")
+_PACKAGE_JSON_KEYS = ("jest", "mocha", "ava", "vitest", "c8", "nyc", "eslintConfig", "prettier")
+_CARGO_SECTIONS = (("lints",), ("workspace", "lints"))
 _RUNNER_PROGRAMS = frozenset({"npm", "yarn", "pnpm", "bun", "npx"})
 
 
@@ -96,26 +105,79 @@ class Harness:
         return self.new_config or not self.is_config(path)
 
 
-def harness_for(config: Config, base_paths: Iterable[str] = ()) -> Harness:
-    """The run's harness: defaults, every gate's `harness` and `inputs` globs, and the repository files
-    the gates' argv name (a test script, the Makefile of `make test`)."""
+def harness_for(config: Config, base_paths: Iterable[str] = (), read: Reader | None = None) -> Harness:
+    """The run's harness: defaults, every gate's `harness` and `inputs` globs, and the programs of the
+    repository the gates run (a test script, the Makefile of `make test`, and what those run in turn,
+    read with `read(path)` from the base commit)."""
     globs: list[str] = []
     known = set(base_paths)
     for gate in config.gates.values():
         globs += gate.harness + gate.inputs
-        globs += named_files(gate, known)
+        globs += named_files(gate, known, read)
     policy = config.policy
     return Harness(tuple(dict.fromkeys(globs)), config.context.specs, policy.harness == "extend", policy.new_conftest)
 
 
-def named_files(gate: GateConfig, known: set[str]) -> list[str]:
-    """Repository files a gate's command names: its script, its Makefile. (A differential gate's
-    reference and candidate are not harness: the reference runs on the base commit anyway, and the
-    candidate is the work.)"""
+Reader = Callable[[str], "str | None"]
+_INTERPRETERS = frozenset({"sh", "bash", "zsh", "dash", "node", "ruby", "perl", "bun", "deno", "pwsh", "env"})
+_PYTHON = re.compile(r"python[\d.]*$")
+_SEPARATORS = re.compile(r"&&|\|\||[;|&]|\$\(|`")
+_MAX_HARNESS_FILES = 64
+
+
+def named_files(gate: GateConfig, known: set[str], read: Reader | None = None) -> list[str]:
+    """The programs of the repository a gate runs: its argv's program (a script, or the script an
+    interpreter is given), the Makefiles of `make`, and, read through `read`, the programs those files
+    run in turn. Operands are not programs: `mypy src/app.py` does not make src/app.py harness. (A
+    differential gate's reference and candidate are not harness either: the reference runs on the base
+    commit anyway, and the candidate is the work.)"""
     argv = gate.command or []
-    found = [token.removeprefix("./") for token in argv if token.removeprefix("./") in known]
+    found = _programs(argv, known)
     if argv and PurePosixPath(argv[0]).name in ("make", "gmake"):
-        found += list(MAKEFILES)
+        found += [path for path in known if PurePosixPath(path).name in ("Makefile", "makefile", "GNUmakefile")
+                  or path.endswith(".mk")]
+    if read is None:
+        return found
+    queue, seen = list(found), set(found)
+    while queue and len(seen) < _MAX_HARNESS_FILES:
+        text = read(queue.pop(0))
+        for program in _programs_in_text(text or "", known):
+            if program not in seen:
+                seen.add(program)
+                queue.append(program)
+    return sorted(seen)
+
+
+def _programs(tokens: Sequence[str], known: set[str]) -> list[str]:
+    """The repository file a command runs: its program, or the script operand of an interpreter."""
+    if not tokens:
+        return []
+    head = tokens[0].lstrip("@-+").removeprefix("./")
+    if head in known:
+        return [head]
+    name = PurePosixPath(head).name
+    if not (_PYTHON.match(name) or name in _INTERPRETERS):
+        return []
+    for token in tokens[1:]:
+        if token in ("-m", "-c", "-e"):
+            return []
+        if token.startswith("-") or "=" in token:
+            continue
+        path = token.removeprefix("./")
+        return [path] if path in known else _programs(tokens[tokens.index(token):], known) if name == "env" else []
+    return []
+
+
+def _programs_in_text(text: str, known: set[str]) -> list[str]:
+    """The programs the command lines of a script, Makefile recipe or config run."""
+    found: list[str] = []
+    for line in text.splitlines():
+        for command in _SEPARATORS.split(line.strip().lstrip("\t")):
+            try:
+                tokens = shlex.split(command, comments=True)
+            except ValueError:
+                continue
+            found += _programs(tokens, known)
     return found
 
 
@@ -171,14 +233,20 @@ def _sections(name: str, text: str | None) -> dict[str, Any] | None:
             return _setup_cfg_sections(text)
         if name == "package.json":
             return _package_json_sections(json.loads(text))
+        if name == "Cargo.toml":
+            return _table_sections(tomllib.loads(text), _CARGO_SECTIONS)
     except (tomllib.TOMLDecodeError, ValueError, configparser.Error):
         return None
     return {}
 
 
 def _pyproject_sections(data: dict[str, Any]) -> dict[str, Any]:
+    return _table_sections(data, _PYPROJECT_SECTIONS)
+
+
+def _table_sections(data: dict[str, Any], sections: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for keys in _PYPROJECT_SECTIONS:
+    for keys in sections:
         node: Any = data
         for key in keys:
             node = node.get(key) if isinstance(node, dict) else None

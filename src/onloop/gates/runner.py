@@ -25,7 +25,7 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from onloop.config import GateConfig
 from onloop.gates.checks import CheckResult, CheckStatus
@@ -41,6 +41,10 @@ _CANNOT_RUN = re.compile(r"^(?:bwrap: (?:execvp|Can't)|prlimit: failed to execut
 _LIMIT_SIGNALS = {signal.SIGKILL: "killed (SIGKILL: a memory or process limit?)",
                   signal.SIGXCPU: "killed by the CPU time limit", signal.SIGXFSZ: "killed by the file size limit"}
 
+# Parsers of tools that report problems only (a fixed problem is simply absent), not every check they ran.
+DIAGNOSTIC_FORMATS = frozenset({"ruff", "mypy", "pyright", "eslint", "tsc"})
+TEST_RUNNERS = frozenset({"pytest", "py.test", "unittest", "jest", "vitest", "mocha", "tox", "nox", "make", "npm",
+                          "yarn", "pnpm", "cargo", "go"})
 REPORT_PLUGIN = "onloop pytest plugin over a private socket"
 REPORT_JUNIT = "junit file (the code under test can write it)"
 REPORT_OUTPUT = "output (the code under test can print it)"
@@ -58,6 +62,7 @@ class GateRun:
     broken: str | None = None  # why this run is not a result (None: it is one)
     report: str = REPORT_OUTPUT  # where the per-check results came from
     plugins: tuple[str, ...] = ()  # project files pytest loaded as plugins (conftest.py, pytest_plugins)
+    diagnostics: bool = False  # a linter or type checker: it reports problems only, a fixed one is absent
 
     @property
     def failing(self) -> frozenset[str]:
@@ -82,6 +87,7 @@ class GateSetting:
     env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     plugin_module: str | None = None  # the module name of onloop's pytest plugin for this run
+    writable: tuple[Path, ...] = ()  # directories of the (read-only) checkout the gate may write
 
 
 def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) -> GateRun:
@@ -105,7 +111,8 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
             argv, fds = (*wrapped, "--continue-on-collection-errors"), (channel.child_fd,)
             env.update(channel.env(env.get("PYTHONPATH")))
             channel.start()
-        spec = ProcessSpec(argv=argv, cwd=setting.root, env=env, timeout=config.timeout, writable=(setting.scratch,),
+        spec = ProcessSpec(argv=argv, cwd=setting.root, env=env, timeout=config.timeout,
+                           writable=(setting.scratch, *setting.writable),
                            network=False, limits=setting.limits, label=f"gate {name}", pass_fds=fds)
         try:
             outcome = run_process(spec, setting.sandbox, log_path=log_path)
@@ -123,7 +130,19 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     checks = tuple(parse_gate_output(output, config.format))
     broken = _process_broken(outcome, text, config) or _unreadable(output, config, checks)
     return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, checks, log_path, config.required,
-                   broken, REPORT_JUNIT if junit else REPORT_OUTPUT)
+                   broken, REPORT_JUNIT if junit else REPORT_OUTPUT, diagnostics=is_diagnostic_gate(config))
+
+
+def is_diagnostic_gate(config: GateConfig) -> bool:
+    """A linter's or type checker's gate, by its configuration: its format, or the tool its argv runs.
+    Never by the output (what the code under test prints must not turn a test gate into one where an
+    absent check counts as fixed)."""
+    if config.format in DIAGNOSTIC_FORMATS:
+        return True
+    if config.format != "auto":
+        return False
+    tools = {PurePosixPath(token).name for token in config.command or ()}
+    return bool(tools & DIAGNOSTIC_FORMATS) and not tools & TEST_RUNNERS
 
 
 def _fresh_dir(path: Path) -> None:
@@ -208,9 +227,15 @@ def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
 
     assert config.model is not None and config.rubric is not None
     started = time.monotonic()
+    spec = JudgeSpec(config.rubric, name=name)
+    if len(subject) > spec.max_subject_chars:
+        # A judge shown part of the change could pass what it never saw (a long file first, the code
+        # cut away): no verdict on a cut subject.
+        return GateRun(name, None, False, 0.0, (), None, config.required, report="a model's validated verdict",
+                       broken=f"the run's diff ({len(subject):,} characters) is over what the judge reads "
+                              f"({spec.max_subject_chars:,}): not judged")
     try:
-        checks = run_judge(create_model(config.model, key=f"gates.{name}.model.provider"),
-                           JudgeSpec(config.rubric, name=name), subject)
+        checks = run_judge(create_model(config.model, key=f"gates.{name}.model.provider"), spec, subject)
     except ModelError as exc:
         checks = [CheckResult(f"{name}:error", CheckStatus.FAILED, f"the judge's model failed: {exc}"[:300])]
     failed = any(c.status.failing for c in checks)

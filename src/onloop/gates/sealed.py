@@ -72,19 +72,31 @@ class SealedCheckout:
         if self.root.exists():
             raise WorkspaceError(f"cannot remove the sealed checkout {self.root}")
 
+    def changed_tracked(self) -> list[str]:
+        """Tracked files of the tree that are not as the tree has them any more (changed, re-moded or
+        deleted while a gate ran): a gate may write only its own directories, never the checkout."""
+        env = self._env()
+        subprocess.run(["git", *_NO_HOOKS, "update-index", "-q", "--refresh"], cwd=self.root, env=env,
+                       capture_output=True, timeout=_GIT_TIMEOUT)
+        out = self._git("diff-files", "--name-only", "-z")
+        return [path for path in out.split("\0") if path]
+
     def remove(self) -> None:
         """Delete the directory and its index (the end of a run)."""
         self._wipe()
         self.tree = None
 
-    def _git(self, *args: str) -> str:
+    def _env(self) -> dict[str, str]:
         env = {**os.environ, "GIT_DIR": str(self.git_dir), "GIT_WORK_TREE": str(self.root),
                "GIT_INDEX_FILE": str(self.index), "GIT_TERMINAL_PROMPT": "0"}
         for name in ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CEILING_DIRECTORIES"):
             env.pop(name, None)
+        return env
+
+    def _git(self, *args: str) -> str:
         try:
-            done = subprocess.run(["git", *_NO_HOOKS, *args], cwd=self.root, env=env, capture_output=True, text=True,
-                                  errors="replace", timeout=_GIT_TIMEOUT)
+            done = subprocess.run(["git", *_NO_HOOKS, *args], cwd=self.root, env=self._env(), capture_output=True,
+                                  text=True, errors="replace", timeout=_GIT_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WorkspaceError(f"git {args[0]} in the sealed checkout failed: {exc}") from None
         if done.returncode != 0:

@@ -28,7 +28,7 @@ from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.baseline import load_baseline, refuse_broken, take_baseline
 from onloop.loop.events import EventLog, Reporter
-from onloop.loop.gating import Gates, gate_readable
+from onloop.loop.gating import Gates, gate_readable, test_files
 from onloop.loop.iteration import IterationContext, run_iteration
 from onloop.loop.plan import Plan, parse_plan
 from onloop.loop.setup import RunPaths, run_paths
@@ -168,6 +168,7 @@ class Engine:
                  elapsed_at_start: float) -> tuple[StopReason, str]:
         previous_failing = {name: run.failing for name, run in baseline.items()}
         base_plan = self._base_plan()
+        tests = test_files(baseline, gates.base_files)
         while True:
             self.state.elapsed_seconds = elapsed_at_start + (self.clock.monotonic() - started)
             decision = rules.before_iteration(self.state, self.caps)
@@ -180,6 +181,7 @@ class Engine:
                 fallback=self.fallback, baseline=baseline, previous_failing=previous_failing,
                 operator_messages=messages, run_started=started, elapsed_at_start=elapsed_at_start,
                 base_plan_open=base_plan.open_items, base_plan_items=tuple(i.text for i in base_plan.items),
+                test_files=tests,
             )
             decision, previous_failing = run_iteration(ctx)
             if decision:
@@ -224,12 +226,13 @@ class SandboxFactory:
         return sandbox_for(policy, worktree, common_git_dir(worktree), (), model_endpoint=model_endpoint(config))
 
     def gate_sandbox(self, config: Config, root: Path) -> Sandbox:
-        """The sandbox of the gates running in the sealed checkout `root`: rooted there, with no git dir,
-        no network and no view of the agent's worktree."""
+        """The sandbox of the gates running in the sealed checkout `root`: rooted there, read-only (only
+        the gate's writable directories on top), with no git dir, no network and no view of the agent's
+        worktree."""
         from onloop.policy.sandbox import sandbox_for
 
         policy = config.policy.model_copy(update={"readable": gate_readable(config)})
-        return sandbox_for(policy, root, None, ())
+        return sandbox_for(policy, root, None, (), read_only_root=True)
 
 
 def model_endpoint(config: Config) -> str | None:

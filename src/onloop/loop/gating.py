@@ -15,11 +15,12 @@ quarantined for this run only (`onloop.store.quarantine`).
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +37,20 @@ from onloop.process import Sandbox
 
 SandboxFor = Callable[[Path], Sandbox]
 log = logging.getLogger(__name__)
+
+
+# Caches and build output test runners write into the project, writable to gates unless they hold
+# tracked files; everything else of the checkout is read-only to them (`gates.NAME.writable`).
+DEFAULT_WRITABLE = (".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", ".tox", ".nox", "target",
+                    "build", "node_modules/.cache", "node_modules/.vite", "htmlcov", ".cache")
+
+
+def gate_env(config: Config) -> dict[str, str]:
+    """A gate's environment: the agents' (`allowed_env`), with coverage data out of the read-only
+    checkout ($TMPDIR is private to each gate process)."""
+    env = allowed_env(config)
+    env.setdefault("COVERAGE_FILE", "/tmp/.coverage")
+    return env
 
 
 def allowed_env(config: Config) -> dict[str, str]:
@@ -60,16 +75,23 @@ class Gates:
     sandbox_for: SandboxFor
     harness: Harness = field(default_factory=Harness)
     _sandboxes: dict[Path, Sandbox] = field(default_factory=dict)
+    _expected: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.candidate = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "candidate")
         self.reference = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "base")
-        self.harness = harness_for(self.config, base_paths(self.git_dir, self.base))
+        self.base_files = frozenset(base_paths(self.git_dir, self.base))
+        self.harness = harness_for(self.config, self.base_files, self._read_base)
         self.base_tree = _rev(self.git_dir, f"{self.base}^{{tree}}")
         # One name for onloop's pytest plugin per run (this process's part of it): nothing committed
         # can shadow a name drawn after the commit, and every gate run of the run, a flaky re-run
         # included, sees the same argv.
         self.plugin_module = plugin_module_name()
+
+    def _read_base(self, path: str) -> str | None:
+        done = subprocess.run(["git", "--git-dir", str(self.git_dir), "show", f"{self.base}:{path}"],
+                              capture_output=True, timeout=60)
+        return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
 
     def tree(self, commit: str) -> GateTree:
         """The tree the gates run on for `commit`: its own, with the harness of the base."""
@@ -88,9 +110,36 @@ class Gates:
             return self._differential(name, tree)
         root = self.candidate.prepare(tree)
         setting = GateSetting(root=root, scratch=self.paths.scratch / "gate", log_dir=self.paths.logs,
-                              sandbox=self._sandbox(root), env=allowed_env(self.config),
-                              limits=limits_from_policy(self.config.policy), plugin_module=self.plugin_module)
-        return run_gate(name, gate, setting, label)
+                              sandbox=self._sandbox(root), env=gate_env(self.config),
+                              limits=limits_from_policy(self.config.policy), plugin_module=self.plugin_module,
+                              writable=self._writable(name, root))
+        return self._untouched(run_gate(name, gate, setting, label))
+
+    def _writable(self, name: str, root: Path) -> tuple[Path, ...]:
+        """The gate's writable directories, made in its checkout: the operator's list, or the usual
+        caches and build directories that hold no tracked file (a tracked one must stay read-only)."""
+        chosen = self.config.gates[name].writable
+        entries = chosen if chosen is not None else [d for d in DEFAULT_WRITABLE if not self._tracks_under(d)]
+        paths = []
+        for entry in entries:
+            path = (root / entry.strip("/")).resolve()
+            if path.is_relative_to(root) and path != root:
+                path.mkdir(parents=True, exist_ok=True)
+                paths.append(path)
+        return tuple(paths)
+
+    def _tracks_under(self, directory: str) -> bool:
+        prefix = directory.strip("/") + "/"
+        return any(path.startswith(prefix) for path in self.base_files)
+
+    def _untouched(self, run: GateRun) -> GateRun:
+        """A run during which the code under test changed the checkout's tracked files is no result: a
+        gate may write only its own directories (and with the sandbox off, this is the only check)."""
+        changed = self.candidate.changed_tracked()
+        if not changed or run.broken:
+            return run
+        return replace(run, broken=f"the code under test changed {len(changed)} tracked file(s) of the checkout "
+                                   f"while the gate ran: {', '.join(changed[:5])}")
 
     def _differential(self, name: str, tree: str) -> GateRun:
         from onloop.gates.runner import run_differential_gate
@@ -101,6 +150,20 @@ class Gates:
                                      reference_sandbox=self._sandbox(reference),
                                      candidate_sandbox=self._sandbox(candidate),
                                      scratch=self.paths.scratch / "differential")
+
+    def expected_tests(self, baseline: GateRun | None) -> dict[str, frozenset[str]]:
+        """For each module that failed to collect at baseline (`tests/test_spec.py`, unittest's
+        `tests.test_spec`), the test ids its base version defines: what must pass to meet it."""
+        found: dict[str, frozenset[str]] = {}
+        for check_id in baseline.failing if baseline is not None else ():
+            if "::" in check_id:
+                continue
+            if check_id not in self._expected:
+                self._expected[check_id] = _defined_tests(self.git_dir, self.base, check_id, self.base_files)
+            tests = self._expected[check_id]
+            if tests is not None:
+                found[check_id] = tests
+        return found
 
     def _sandbox(self, root: Path) -> Sandbox:
         if root not in self._sandboxes:
@@ -123,6 +186,59 @@ class Gates:
                 log.warning("sealed checkout not removed: %s", exc)
 
 
+def _defined_tests(git_dir: Path, commit: str, module: str, base_files: frozenset[str]) -> frozenset[str] | None:
+    """The test ids a module's file defines at `commit` (by its AST), in the id style of `module`: pytest's
+    `path.py::test_x` / `path.py::Class::test_x`, or unittest's `pkg.mod.Class.test_x`. None when the
+    module is no file of the commit or does not parse (then its tests cannot be known)."""
+    dotted = not module.endswith(".py")
+    path = module.replace(".", "/") + ".py" if dotted else module
+    if path not in base_files:
+        return None
+    done = subprocess.run(["git", "--git-dir", str(git_dir), "show", f"{commit}:{path}"], capture_output=True,
+                          timeout=60)
+    try:
+        tree = ast.parse(done.stdout)
+    except (SyntaxError, ValueError):
+        return None
+    ids: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test") and not dotted:
+            ids.add(f"{module}::{node.name}")
+        elif isinstance(node, ast.ClassDef) and _collected_class(node, unittest_only=dotted):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name.startswith("test"):
+                    ids.add(f"{module}.{node.name}.{item.name}" if dotted else f"{module}::{node.name}::{item.name}")
+    return frozenset(ids)
+
+
+def _collected_class(node: ast.ClassDef, *, unittest_only: bool) -> bool:
+    """A class whose tests a runner collects: a TestCase subclass (unittest and pytest), or for pytest a
+    class named Test*."""
+    case = any(ast.unparse(base).endswith("TestCase") for base in node.bases)
+    return case or (not unittest_only and node.name.startswith("Test"))
+
+
+def test_files(baseline: Mapping[str, GateRun], base_files: frozenset[str]) -> frozenset[str]:
+    """The files the gates collected tests from on the base commit, whatever their names: a file is a
+    test file when a gate runs tests from it (`app/tests.py` under unittest's test*.py pattern), not only
+    when its name follows pytest's conventions. From pytest node ids (`path.py::...`) and dotted
+    unittest ids (`app.tests.Case.test_x`, matched to a .py file of the base)."""
+    found: set[str] = set()
+    for run in baseline.values():
+        for check in run.checks:
+            head = check.check_id.split("::", 1)[0]
+            if head in base_files:
+                found.add(head)
+                continue
+            parts = head.split(".")
+            for end in range(len(parts) - 1, 0, -1):
+                candidate = "/".join(parts[:end]) + ".py"
+                if candidate in base_files:
+                    found.add(candidate)
+                    break
+    return frozenset(found)
+
+
 def run_judges(config: Config, subject: str) -> dict[str, GateRun]:
     return {name: run_judge_gate(name, gate, subject) for name, gate in config.gates.items() if gate.kind == "judge"}
 
@@ -143,8 +259,9 @@ def judge(gates: Gates, name: str, first: GateRun, tree: str, baseline: GateRun 
     checked on the base commit before anything is called flaky."""
     gate = gates.config.gates[name]
     tolerate = tolerance(gate.tolerate, gate.tolerate_preexisting)
+    expected = gates.expected_tests(baseline)
     first = foreign_plugins(first, baseline, allowed=gates.config.policy.new_conftest)
-    verdict = compare(first, baseline, previous, ignore, tolerate)
+    verdict = compare(first, baseline, previous, ignore, tolerate, expected)
     if not verdict.new_failures or verdict.broken or gate.kind != "command" or gate.flaky_reruns == 0:
         return Judged(verdict, first, frozenset())
     # The same argv, environment and paths as the first run; only the log file (outside) is named apart.
@@ -155,7 +272,7 @@ def judge(gates: Gates, name: str, first: GateRun, tree: str, baseline: GateRun 
     flaky = _flips_on_base(gates, name, flipped, baseline, gate.flaky_reruns) if flipped and baseline else frozenset()
     evidence = ("failed then passed on the candidate, and flipped on the base commit against the baseline"
                 if flaky else "")
-    return Judged(compare(merged, baseline, previous, ignore | flaky, tolerate), merged, flaky, evidence)
+    return Judged(compare(merged, baseline, previous, ignore | flaky, tolerate, expected), merged, flaky, evidence)
 
 
 def foreign_plugins(run: GateRun, baseline: GateRun | None, *, allowed: bool) -> GateRun:

@@ -30,6 +30,7 @@ from onloop.policy.audit import audit_changes
 from onloop.workspace import show_file
 
 if TYPE_CHECKING:
+    from onloop.config import Config
     from onloop.loop.iteration import IterationContext
     from onloop.policy.review import ReviewFinding
 
@@ -50,7 +51,7 @@ def audit_iteration(ctx: IterationContext, final_message: str) -> list[Breach]:
     if unsafe:
         return unsafe  # git must not even look at this worktree: roll it back as it is
     base = ctx.state.last_checkpoint or ctx.row.base_commit
-    report = audit_changes(ctx.worktree, base, ctx.config.policy, message=final_message)
+    report = audit_changes(ctx.worktree, base, ctx.config.policy, message=final_message, test_files=ctx.test_files)
     breaches = []
     for finding in report.findings:
         text = f"{finding.kind} {finding.path}: {finding.evidence}"[:300]
@@ -142,17 +143,25 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
     tests that changed, and code outside the tests that looks at or patches the test machinery.
     Judged on the whole branch against its base, so it holds for as long as the branch contains it."""
     from onloop.policy.audit import is_test_path
-    from onloop.policy.review import changed_expectations, suspicious_code, suspicious_test_code
+    from onloop.policy.review import changed_expectations, suppressions_added, suspicious_code, suspicious_test_code
 
-    base = ctx.row.base_commit
+    base, harness = ctx.row.base_commit, ctx.gates.harness
     found: list[ReviewFinding] = []
     for path in changed_since_base:
-        if ctx.gates.harness.is_harness(path) or not _source_like(path):
+        if not _source_like(path):
             continue
         file = ctx.worktree / path
         after = file.read_text(encoding="utf-8", errors="replace") if file.is_file() else None
         before = show_file(ctx.worktree, base, path)
-        if is_test_path(path):
+        if harness.is_harness(path):
+            # The gates take harness files from the base; a new one they keep (policy.harness =
+            # "extend") is loaded by the tests like test code, and reviewed as such.
+            if before is None and after is not None and harness.keeps_new(path):
+                found += suspicious_test_code(path, None, after)
+            continue
+        if after is not None:
+            found += suppressions_added(path, before, after, gate_tools(ctx.config))
+        if is_test_path(path) or path in ctx.test_files:
             if before is not None:
                 found += changed_expectations(path, before, after)
             if after is not None:
@@ -162,6 +171,20 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
         if before is None and after is not None:
             found += shadowing(path)
     return found
+
+
+_TOOLS = frozenset({"ruff", "flake8", "pylint", "mypy", "pyright", "basedpyright", "eslint", "tsc", "clippy",
+                    "golangci-lint"})
+
+
+def gate_tools(config: Config) -> frozenset[str]:
+    """The lint and type-check tools the run's gates run, by their argv (program or `-m` module, `cargo
+    clippy`, `npx tsc`) and their output format."""
+    found: set[str] = set()
+    for gate in config.gates.values():
+        tokens = [PurePosixPath(token).name for token in gate.command or []]
+        found |= {t for t in (*tokens, gate.format) if t in _TOOLS}
+    return frozenset(found)
 
 
 # Modules a test run imports by name: a file of the project that takes one of these names takes over

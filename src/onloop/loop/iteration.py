@@ -43,7 +43,16 @@ from onloop.store import quarantine
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.store.runs import RunRow
-from onloop.workspace import checkpoint, clean_untracked, diff_text, reset_to, rollback, tag, working_diff
+from onloop.workspace import (
+    changed_paths,
+    checkpoint,
+    clean_untracked,
+    diff_text,
+    reset_to,
+    rollback,
+    tag,
+    working_diff,
+)
 
 Failing = dict[str, frozenset[str]]
 
@@ -67,6 +76,7 @@ class IterationContext:
     flaky: dict[str, frozenset[str]] = field(default_factory=dict)
     base_plan_open: tuple[str, ...] = ()  # the plan's open items at the run's base commit
     base_plan_items: tuple[str, ...] = ()  # every item of the base plan (the operator's own words)
+    test_files: frozenset[str] = frozenset()  # files the gates collected tests from at baseline
     run_started: float = 0.0
     elapsed_at_start: float = 0.0
 
@@ -238,8 +248,9 @@ def _verify(ctx: IterationContext, n: int, call: AgentCall, plan_before: Plan,
     delta = compute_delta(ctx.worktree, ctx.row.base_commit, previous, sha, ctx.config, verdicts,
                           newly_closed(plan_before, plan_after))
     claimed = bool(receipt.data.get("claimed_done"))
-    made_up, made_up_notes = _hallucinations(ctx, delta, call.result.final_message)
-    review, review_notes = _review(ctx, delta)
+    branch = changed_paths(ctx.worktree, ctx.row.base_commit, sha)  # caches and logs too: they run as well
+    made_up, made_up_notes = _hallucinations(ctx, branch, delta, call.result.final_message)
+    review, review_notes = _review(ctx, branch)
     removed = _removed_plan_items(ctx, plan_before, plan_after)
     must_close = tuple(dict.fromkeys((*ctx.base_plan_open, *plan_before.open_items)))
     blockers = done_blockers(ctx.config, verdicts, plan_after, delta, must_close) + made_up
@@ -303,9 +314,9 @@ def _quarantine(ctx: IterationContext, name: str, judged: Judged) -> None:
                     "workspace-wide", gate=name, checks=flaky)
 
 
-def _review(ctx: IterationContext, delta: Delta) -> tuple[list[str], list[str]]:
+def _review(ctx: IterationContext, branch: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Review findings on the branch: (reasons that send the run to review, feedback lines)."""
-    findings = review_findings(ctx, delta.run_paths)
+    findings = review_findings(ctx, branch)
     if findings and ctx.config.policy.spec_changes == "planned" and _spec_change_planned(ctx):
         findings = [f for f in findings if f.kind != "expectation_changed"]
     reasons, notes = [], []
@@ -333,12 +344,13 @@ def _incident_once(ctx: IterationContext, kind: str, summary: str, *, key: str, 
     ctx.events.incident(kind, summary, severity=severity, key=key, **evidence)
 
 
-def _hallucinations(ctx: IterationContext, delta: Delta, message: str) -> tuple[list[str], list[str]]:
+def _hallucinations(ctx: IterationContext, branch: tuple[str, ...], delta: Delta,
+                    message: str) -> tuple[list[str], list[str]]:
     """What the agent made up, on the whole branch: (done blockers, feedback lines). A made-up or
     unverifiable dependency blocks "done" for as long as the branch contains it; its incident is
     recorded once."""
     blockers, notes = [], []
-    findings = check_iteration(ctx.worktree, ctx.row.base_commit, delta.run_paths, delta.changed_paths, message,
+    findings = check_iteration(ctx.worktree, ctx.row.base_commit, branch, delta.changed_paths, message,
                                ctx.config.hallucination, network=ctx.config.policy.network)
     for finding in findings:
         text = f"{finding.category} {finding.subject}: {finding.evidence}"

@@ -11,7 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_ITEM = re.compile(r"^\s*[-*+]\s+\[(?P<mark>[ xX])\]\s+(?P<text>.+?)\s*$")
+# The prefix only: the item's text is the rest, stripped with string operations. (A lazy `.+?\s*$`
+# backtracks quadratically on a line of many spaces the agent can write: 40 KB took 10 s.)
+_ITEM = re.compile(r"[ \t]*[-*+][ \t]+\[(?P<mark>[ xX])\][ \t]+")
+ITEM_MAX = 500  # longer item texts are cut: an item is a line of a plan, not a document
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,9 @@ def parse_plan(text: str) -> Plan:
     for line in text.splitlines():
         match = _ITEM.match(line)
         if match:
-            items.append(PlanItem(match.group("text"), match.group("mark") != " "))
+            item = line[match.end():].strip()[:ITEM_MAX].rstrip()
+            if item:
+                items.append(PlanItem(item, match.group("mark") != " "))
     return Plan(tuple(items))
 
 

@@ -28,7 +28,6 @@ class Delta:
     lines_removed: int
     run_files_changed: int  # against the run's base: "a real diff"
     changed_paths: tuple[str, ...] = ()  # this iteration's, caches and logs left out
-    run_paths: tuple[str, ...] = ()  # the whole branch's against its base (not stored in the receipt)
 
     @property
     def progress(self) -> bool:
@@ -37,7 +36,6 @@ class Delta:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("run_paths")
         data["progress"] = self.progress
         return data
 
@@ -56,7 +54,7 @@ def compute_delta(worktree: Path, base: str, previous: str, head: str, config: C
     fixed = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.fixed))
     broken = tuple(sorted(f"{g}:{c}" for g, v in verdicts.items() for c in v.new_failures))
     all_paths = summarize(this_iteration).paths  # the plan too: a claimed edit may be to it
-    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths, whole.paths)
+    return Delta(fixed, broken, closed, step.files, step.added, step.removed, whole.files, all_paths)
 
 
 def done_blockers(config: Config, verdicts: Mapping[str, GateVerdict], plan: Plan, delta: Delta,

@@ -94,13 +94,15 @@ def audit_changes(
     *,
     message: str = "",
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    test_files: frozenset[str] = frozenset(),
 ) -> AuditReport:
-    """Audit everything that changed in `worktree` since commit `base`, plus `message`."""
+    """Audit everything that changed in `worktree` since commit `base`, plus `message`. `test_files`:
+    files a gate collected tests from at baseline, test files whatever their names (`app/tests.py`)."""
     worktree = worktree.resolve()
     changes = list_changes(worktree, base)
     findings: list[Finding] = []
     for change in changes:
-        findings += _audit_one(worktree, base, policy, change, max_file_bytes)
+        findings += _audit_one(worktree, base, policy, change, max_file_bytes, test_files)
     if message:
         findings += _secret_findings("<message>", message)
     return AuditReport(findings=tuple(findings), changed=tuple(c.path for c in changes))
@@ -135,11 +137,12 @@ def _parse_name_status(out: str) -> list[Change]:
     return changes
 
 
-def _audit_one(worktree: Path, base: str, policy: Policy, change: Change, max_bytes: int) -> list[Finding]:
+def _audit_one(worktree: Path, base: str, policy: Policy, change: Change, max_bytes: int,
+               test_files: frozenset[str] = frozenset()) -> list[Finding]:
     findings = _protected(policy, change)
     old = _old_content(worktree, base, change.old_path)
     if change.new_path is None:
-        return findings + _test_changes(change, old, None)
+        return findings + _test_changes(change, old, None, test_files)
     file = worktree / change.new_path
     escape = _escape(worktree, file, change.new_path)
     if escape:
@@ -152,7 +155,7 @@ def _audit_one(worktree: Path, base: str, policy: Policy, change: Change, max_by
     findings += _blob_findings(change.new_path, old, new, max_bytes)
     added = _added_text(old, new)
     findings += _secret_findings(change.new_path, added)
-    findings += _test_changes(change, old, new)
+    findings += _test_changes(change, old, new, test_files)
     return findings
 
 
@@ -236,11 +239,15 @@ def _secret_findings(rel: str, text: str) -> list[Finding]:
     return findings
 
 
-def _test_changes(change: Change, old: bytes | None, new: bytes | None) -> list[Finding]:
-    if change.old_path and change.new_path and _collected(change.old_path) and not _collected(change.new_path):
+def _test_changes(change: Change, old: bytes | None, new: bytes | None,
+                  test_files: frozenset[str] = frozenset()) -> list[Finding]:
+    known = bool(change.old_path) and change.old_path in test_files
+    if change.old_path and change.new_path and (_collected(change.old_path) or known) and not (
+            _collected(change.new_path) or change.new_path in test_files):
         evidence = f"test file {change.old_path} renamed to a name the test runner does not collect"
         return [Finding("test_deleted", change.path, evidence)]
-    relevant = [p for p in (change.old_path, change.new_path) if p and (is_test_path(p) or is_test_config(p))]
+    relevant = [p for p in (change.old_path, change.new_path)
+                if p and (is_test_path(p) or is_test_config(p) or p in test_files)]
     if not relevant:
         return []
     before = old.decode("utf-8", "replace") if old is not None else None
@@ -367,6 +374,10 @@ def _compare_python(before: str, after: str) -> list[tuple[str, str]] | None:
     removed = sorted(set(old) - set(new))
     if removed:
         found.append(("test_deleted", f"test functions removed: {', '.join(removed[:5])}"))
+    rebound = _rebound_tests(before, after, set(old))
+    if rebound:
+        found.append(("test_deleted", f"test names bound again (a second def, a class, an assignment or a del): "
+                                      f"{', '.join(rebound[:5])}; the test that was there is never collected"))
     for name in sorted(set(old) & set(new)):
         a, b = old[name], new[name]
         if b.asserts < a.asserts:
@@ -376,6 +387,44 @@ def _compare_python(before: str, after: str) -> list[tuple[str, str]] | None:
         if b.broad_excepts > a.broad_excepts:
             found.append(("assertion_weakened", f"{name}: broad except added around test code"))
     return found
+
+
+def _rebound_tests(before: str, after: str, tests: set[str]) -> list[str]:
+    """Existing tests whose name is bound more often than before in its scope: Python keeps the last
+    binding, so `def test_add` appended after the operator's `def test_add` (or `del test_add`, or
+    `class test_add`) replaces the test while its name, and so its id, stays."""
+    old, new = _test_bindings(before), _test_bindings(after)
+    return sorted(name for name in tests if new.get(name, 0) > old.get(name, 0))
+
+
+def _test_bindings(text: str) -> Counter[str]:
+    """How often each name is bound at module level and in each class body (qualified `Class.name`)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return Counter()
+    counts: Counter[str] = Counter()
+    scopes: list[tuple[str, list[ast.stmt]]] = [("", tree.body)]
+    scopes += [(f"{n.name}.", n.body) for n in tree.body if isinstance(n, ast.ClassDef)]
+    for prefix, body in scopes:
+        for statement in body:
+            for name in _bound_names(statement):
+                counts[prefix + name] += 1
+    return counts
+
+
+def _bound_names(statement: ast.stmt) -> list[str]:
+    if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [statement.name]
+    if isinstance(statement, ast.Assign | ast.Delete):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign | ast.AugAssign):
+        targets = [statement.target]
+    elif isinstance(statement, ast.Import | ast.ImportFrom):
+        return [(a.asname or a.name).split(".")[0] for a in statement.names]
+    else:
+        return []
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
 def _python_tests(text: str) -> dict[str, _TestShape] | None:

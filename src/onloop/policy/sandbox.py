@@ -89,9 +89,13 @@ class BwrapSandbox:
         *,
         bwrap: str | None = None,
         pids_cgroup_root: Path | None = PIDS_CGROUP_ROOT,
+        read_only_root: bool = False,
     ) -> None:
         self.policy = policy
         self.worktree = worktree.resolve()
+        # Gates: the checkout is mounted read-only, and only the spec's writable paths (and scratch) on
+        # top are writable, so code under test cannot rewrite the tree a verdict is about.
+        self.read_only_root = read_only_root
         self.git_dir = git_dir.resolve() if git_dir else None
         self.scratch_dirs = tuple(p.resolve() for p in scratch_dirs)
         if isinstance(model_endpoint, str):
@@ -177,8 +181,9 @@ class BwrapSandbox:
 
     def mount_args(self, spec: ProcessSpec) -> list[str]:
         args = [*system_args(), "--dev", "/dev", "--proc", "/proc"]
-        writable = _unique([self.worktree, *(p.resolve() for p in spec.writable), *self.scratch_dirs])
-        readable = self.readable_paths()
+        root = [] if self.read_only_root else [self.worktree]
+        writable = _unique([*root, *(p.resolve() for p in spec.writable), *self.scratch_dirs])
+        readable = self.readable_paths() + ([self.worktree] if self.read_only_root else [])
         hidden = self.hidden_paths()
         # A hidden path inside a bound one (a secrets dir in the worktree) is hidden again on top.
         inner = [h for h in hidden if any(h.is_relative_to(b) and h != b for b in [*readable, *writable])]
@@ -427,11 +432,13 @@ def sandbox_for(
     git_dir: Path | None = None,
     scratch_dirs: Sequence[Path] = (),
     model_endpoint: ModelEndpoint | str | None = None,
+    *,
+    read_only_root: bool = False,
 ) -> Sandbox:
     """The sandbox the policy asks for, checked. Never falls back: bwrap unusable raises."""
     if policy.sandbox == "none":
         return NoSandbox()
-    sandbox = BwrapSandbox(policy, worktree, git_dir, scratch_dirs, model_endpoint)
+    sandbox = BwrapSandbox(policy, worktree, git_dir, scratch_dirs, model_endpoint, read_only_root=read_only_root)
     sandbox.check()
     return sandbox
 

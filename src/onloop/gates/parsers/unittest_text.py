@@ -13,10 +13,10 @@ from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers._lint import sample
 from onloop.gates.parsers.base import GateOutput
 
-_START = re.compile(r"^(?P<name>\w+) \((?P<where>[\w.]+)\)(?P<rest>.*)$")
+_START = re.compile(r"^(?P<name>[\w.]+) \((?P<where>[\w.]+)\)(?P<rest>.*)$")
 _OUTCOME = re.compile(r"^(?P<outcome>ok|FAIL|ERROR|skipped.*|expected failure|unexpected success)$")
 _BLOCK = re.compile(
-    r"^={50,}\n(?P<kind>FAIL|ERROR): (?P<name>\w+) \((?P<where>[\w.]+)\)\n-{50,}\n"
+    r"^={50,}\n(?P<kind>FAIL|ERROR): (?P<name>[\w.]+) \((?P<where>[\w.]+)\)\n-{50,}\n"
     r"(?P<body>.*?)(?=^={50,}|^-{50,}\nRan )",
     re.MULTILINE | re.DOTALL,
 )
@@ -81,7 +81,14 @@ def _worst(statuses: dict[str, CheckStatus], check_id: str, status: CheckStatus)
         statuses[check_id] = status
 
 
+_FAILED_IMPORT = "unittest.loader._FailedTest."
+
+
 def _id(where: str, name: str) -> str:
+    # A module that failed to import is its own check, named by the module (`tests.test_spec`), so
+    # that its tests (`tests.test_spec.Case.test_x`) are found under it once it imports.
+    if where.startswith(_FAILED_IMPORT):
+        return where[len(_FAILED_IMPORT):]
     # Python 3.11 prints "module.Class.test_name"; older ones print "module.Class".
     return where if where.endswith("." + name) else f"{where}.{name}"
 

@@ -12,6 +12,8 @@ roll an iteration back; instead a finding here sends the run to human review:
 - `suspicious_test_code`: in a test file, new or changed, the ways one test file changes what every
   other test sees: patching the code under test or the interpreter (at import or in a test), loading or
   registering pytest plugins, ending the process, dynamic code, raw fd writes;
+- `suppressions_added`: comments that silence a lint or type gate's tool (`# noqa`, `# type: ignore`,
+  `eslint-disable`, `@ts-ignore`), for the tools the run's gates run;
 - `suspicious_code`: code outside the tests that inspects the test runner, imports or patches the test
   framework or the interpreter, runs dynamic code, or names test reports and test files. Features are
   counted in the base text and in the new text and only an increase counts, so code that was already
@@ -29,7 +31,8 @@ The package, one concept per module (each imports only the ones below it, so the
 - `features`: what `suspicious_code` counts, and the strings that are features;
 - `folding`: the constant folder;
 - `scanner`: the Python scanner, over the AST with the folder;
-- `suspicious`: `suspicious_code`, with the line fallback for JS/TS and unparsable Python.
+- `suspicious`: `suspicious_code`, with the line fallback for JS/TS and unparsable Python;
+- `suppressions`: `suppressions_added`.
 
 What the detectors cannot see (the list the README quotes):
 - expectations that live outside the test file or are computed at run time (a data file, a fixture in
@@ -57,6 +60,7 @@ template engines that compile code.
 
 from onloop.policy.review._finding import ReviewFinding
 from onloop.policy.review.expectations import changed_expectations
+from onloop.policy.review.suppressions import suppressions_added
 from onloop.policy.review.suspicious import suspicious_code, suspicious_test_code
 
-__all__ = ["ReviewFinding", "changed_expectations", "suspicious_code", "suspicious_test_code"]
+__all__ = ["ReviewFinding", "changed_expectations", "suppressions_added", "suspicious_code", "suspicious_test_code"]

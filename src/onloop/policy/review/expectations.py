@@ -59,8 +59,42 @@ def changed_expectations(path: str, before: str | None, after: str | None) -> li
     pairs = _pair(missing[:MAX_REPORTED], added)
     findings = [_expectation_finding(path, gone, replacement) for gone, replacement in pairs]
     if path.endswith(".py"):
-        findings += _control_flow_added(path, before, after)
+        findings += _control_flow_added(path, before, after) + _subject_rebound(path, before, after)
     return findings + past_limit("expectation_changed", path, len(missing), "expectations changed or removed")
+
+
+def _subject_rebound(path: str, before: str, after: str) -> list[ReviewFinding]:
+    """Names the base imports from the code under test that the file now binds more often: a local
+    `def add` after `from calc import add` (or a fallback in `except ImportError`, a parameter, an
+    assignment) makes the tests exercise the test file's own code, every expectation unchanged."""
+    old_tree, new_tree = parsed(before, lambda t: t), parsed(after, lambda t: t)
+    if old_tree is None or new_tree is None:
+        return []
+    subjects = {name.rsplit(" as ", 1)[-1].rsplit(".", 1)[-1] for s in old_tree.body for name in _project_imports(s)}
+    old, new = _bindings(old_tree), _bindings(new_tree)
+    found = []
+    for name in sorted(n for n in subjects if new[n] > old[n]):
+        evidence = f"module: {name!r}, imported from the code under test, is bound again in the test file"
+        found.append(ReviewFinding("expectation_changed", path, one_line(evidence, EVIDENCE)))
+    return found
+
+
+def _bindings(tree: ast.Module) -> Counter[str]:
+    """Every binding of every name in the file: defs, classes, imports, assignments, loop and with
+    targets, parameters, exception names."""
+    counts: Counter[str] = Counter()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            counts[node.name] += 1
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            counts.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            counts[node.id] += 1
+        elif isinstance(node, ast.arg):
+            counts[node.arg] += 1
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            counts[node.name] += 1
+    return counts
 
 
 # What stops a test before its assertions: an expectation kept word for word behind an early `return`,

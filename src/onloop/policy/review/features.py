@@ -23,6 +23,8 @@ EXIT = "controls how the process ends"
 DYNAMIC = "runs dynamic code"
 RAWFD = "writes to raw file descriptors"
 REPORT = "names test reports or test files"
+# Ordinary in a program, not in a test file, where it reaches every other test of the session.
+STATE = "changes process-wide state (environment, working directory, import path, reloaded modules)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,27 @@ from onloop.policy.review.features import (
     RAWFD,
     RUNNER,
     RUNNER_TEXT,
+    STATE,
     Feature,
     string_features,
 )
 from onloop.policy.review.folding import Folder
+
+
+def _os_and_posix(*names: str) -> tuple[str, ...]:
+    # `posix` is what `os` re-exports on POSIX: `import posix; posix._exit(0)` is the same call.
+    return tuple(f"{module}.{name}" for name in names for module in ("os", "posix"))
+
+
+# Containers of the interpreter's state: an item set, or a mutating method called, on them is a patch;
+# on the process's environment and import path, a change of process-wide state.
+_INTERPRETER_STATE = frozenset({"builtins", "sys.modules", "sys.meta_path", "sys.path_hooks"})
+_PROCESS_STATE = frozenset({"os.environ", "os.environb", "sys.path"})
+_MUTATORS = frozenset({"update", "setdefault", "__setitem__", "__delitem__", "pop", "popitem", "clear", "insert",
+                       "append", "extend", "remove", "__ior__"})
+_SETATTRS = frozenset({"setattr", "delattr", "object.__setattr__", "object.__delattr__", "type.__setattr__",
+                       "type.__delattr__", "types.ModuleType.__setattr__", "operator.setitem", "operator.delitem"})
+
 
 # Dotted names (after resolving imports and aliases) whose mere use is a feature; a prefix matches too.
 _REFERENCES: dict[str, str] = {
@@ -56,8 +73,15 @@ _REFERENCES: dict[str, str] = {
          "sys.meta_path", "sys.path_hooks", "faulthandler", "ctypes", "_ctypes"),
         PATCH,
     ),
-    **dict.fromkeys(("atexit.register", "os._exit", "os.abort"), EXIT),
-    **dict.fromkeys(("os.write", "os.writev", "os.pwrite", "os.dup", "os.dup2"), RAWFD),
+    # The exec family replaces the process (its exit code and what it prints) anywhere it runs.
+    **dict.fromkeys(_os_and_posix("_exit", "abort", "execv", "execve", "execl", "execle", "execlp", "execlpe",
+                                  "execvp", "execvpe", "fexecve"), EXIT),
+    "atexit.register": EXIT,
+    **dict.fromkeys(_os_and_posix("write", "writev", "pwrite", "dup", "dup2"), RAWFD),
+    # Process-wide state one module changes for every other: the environment, the working directory,
+    # the import path, modules reloaded in place.
+    **dict.fromkeys((*_os_and_posix("putenv", "unsetenv", "chdir", "fchdir"), "importlib.reload", "imp.reload"),
+                    STATE),
     **dict.fromkeys(
         ("exec", "eval", "compile", "marshal.loads", "marshal.load", "types.CodeType", "types.FunctionType",
          "runpy.run_path", "runpy.run_module"),
@@ -322,15 +346,19 @@ class _Scanner(ast.NodeVisitor):
                 self.add(PATCH, "assigns a function's __code__", target)
         elif isinstance(target, ast.Subscript):
             base = self.qualname(target.value) or ""
-            if base in ("builtins", "sys.modules") or base.endswith(".__dict__"):
+            if base in _INTERPRETER_STATE or base.endswith(".__dict__"):
                 self.add(PATCH, f"assigns an item of {base}", target)
+            elif base in _PROCESS_STATE:
+                self.add(STATE, f"assigns an item of {base}", target)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = self.qualname(node.func) or ""
         if func in _IMPORTERS and node.args:
             self._dynamic_import(node)
-        elif func in ("setattr", "delattr") and node.args and (base := self.qualname(node.args[0])):
+        elif func in _SETATTRS and node.args and (base := self.qualname(node.args[0])):
             self.add(PATCH, f"{func} on {base}", node)
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS:
+            self._mutation(node.func.attr, self.qualname(node.func.value) or "", node)
         elif func in _FD_OPENERS and node.args and isinstance(self.folder.fold(node.args[0]), int):
             self.add(RAWFD, f"{func} of a file descriptor number", node)
         elif func in _PICKLES and node.args and isinstance(self.folder.fold(node.args[0]), bytes):
@@ -338,6 +366,12 @@ class _Scanner(ast.NodeVisitor):
         elif func in ("exec", "eval", "compile") and node.args:
             self._payload(node)
         self.generic_visit(node)
+
+    def _mutation(self, method: str, base: str, node: ast.Call) -> None:
+        if base in _INTERPRETER_STATE or base.endswith(".__dict__"):
+            self.add(PATCH, f"{method} on {base}", node)
+        elif base in _PROCESS_STATE:
+            self.add(STATE, f"{method} on {base}", node)
 
     def _dynamic_import(self, node: ast.Call) -> None:
         if _within_package(node):

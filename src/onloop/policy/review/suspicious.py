@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from onloop.policy.review._finding import EVIDENCE, MAX_REPORTED, ReviewFinding, one_line, past_limit
-from onloop.policy.review.features import DYNAMIC, EXIT, IMPORT, PATCH, RAWFD, RUNNER, Feature, string_features
+from onloop.policy.review.features import DYNAMIC, EXIT, IMPORT, PATCH, RAWFD, RUNNER, STATE, Feature, string_features
 from onloop.policy.review.scanner import python_features
 
 # -- the line fallback (JS/TS, unparsable Python) -------------------------------------------------------
@@ -93,13 +93,13 @@ def suspicious_code(path: str, before: str | None, after: str) -> list[ReviewFin
         evidence = f"{PATCH}: {pure.name} runs at every interpreter start, before any test"
         findings.append(ReviewFinding("suspicious_code", path, evidence))
     old, new = _features(pure.suffix, before or "", after)
-    return findings + _findings(path, _new_features(old, new))
+    return findings + _findings(path, [f for f in _new_features(old, new) if f.category != STATE])
 
 
 # In a test file, naming pytest, importing it and inspecting things is the job; what is not: changing
 # the code under test or the interpreter for every test (a test module patching `calc.add` at import,
 # collected first, makes every other test pass), loading plugins, ending the process, dynamic code.
-_TEST_FILE_CATEGORIES = frozenset({PATCH, EXIT, DYNAMIC, RAWFD})
+_TEST_FILE_CATEGORIES = frozenset({PATCH, EXIT, DYNAMIC, RAWFD, STATE})
 _PLUGIN_LOADING = (PATCH, "loads or registers pytest plugins", re.compile(
     r"^\s*pytest_plugins\s*[:=+]|\bpluginmanager\b|\bpytest11\b"))
 # Patches a test starts without a fixture to undo them: they outlive the test into every later one.
