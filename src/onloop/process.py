@@ -59,6 +59,11 @@ class ProcessSpec:
     # Host paths masked inside the sandbox for this process only (a differential gate's reference,
     # hidden from the candidate): a directory becomes an empty tmpfs, a file cannot be opened.
     masked: tuple[Path, ...] = ()
+    # Host paths shown read-only to this process only (onloop's pytest plugin for a gate).
+    readable: tuple[Path, ...] = ()
+    # Empty private directories for this process only, on top of everything (a gate's caches in a
+    # read-only checkout): what is written there is gone when the process ends.
+    tmpfs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

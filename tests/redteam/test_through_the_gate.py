@@ -196,16 +196,18 @@ def _assert_contained(a: Attack) -> None:
     for n in (1, 2):
         label = f"i{n:03d}"
         first, rerun = _seen(gate_log(a, label)), _seen(gate_log(a, f"{label}-rerun"))
-        assert first and rerun, f"iteration {n}: the code under test did not run in both runs"
+        refused = gate(a, n)["status"] == "broken" and "read-only" in str(gate(a, n)["broken"])
+        # A payload whose writes the read-only checkout refused breaks the gate: no result, so no re-run.
+        assert first and (rerun or refused), f"iteration {n}: the code under test did not run in both runs"
         for seen in (*first, *rerun):
             assert seen["odd"] == [], f"iteration {n}: a gate run saw what an earlier one left: {seen}"
-        assert first[0]["sums"] == rerun[0]["sums"], "the re-run saw other files than the first run"
+        assert not rerun or first[0]["sums"] == rerun[0]["sums"], "the re-run saw other files than the first run"
         for path in ("tests/test_calc.py", "tests/look.py"):
             assert first[0]["sums"][path] == base_sums[path], f"iteration {n}: {path} is not the base's"  # type: ignore[index]
         look = gate(a, n, "look")
         assert look["status"] == "pass", f"iteration {n}: the next gate saw a dirty checkout: {look}"
         assert "LOOK-FAKED" not in gate_log(a, label, "look")
-        assert gate(a, n)["status"].startswith("fail"), gate(a, n)
+        assert gate(a, n)["status"].startswith(("fail", "broken")), gate(a, n)
     names = git_out(a.repo, "log", "--name-only", "--format=", f"onloop/{a.outcome.run_id}")
     assert MARK not in a.run_branch_text() and "planted" not in names, "what the gate wrote reached a commit"
     home = onloop_home()

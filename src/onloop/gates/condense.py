@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onloop.gates.checks import CheckResult, CheckStatus
+from onloop.gates.terminal import strip_escapes
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
@@ -263,7 +264,7 @@ def condense_text(text: str, fmt: str = "auto", *, token_budget: int = 600, exit
     from onloop.gates.parsers import GateOutput, detect_format, parse_gate_output
     from onloop.gates.parsers.exitcode import error_lines
     from onloop.gates.parsers.pytest_text import parse_failing
-
+    text = strip_escapes(text)
     profile_fmt = fmt if fmt in PROFILE_FORMATS else (profile.detect_profile_format(text) if fmt == "auto" else None)
     if profile_fmt:
         rendered = profile.render(profile.summarize(text, profile_fmt))
@@ -305,7 +306,7 @@ def _pytest_tail(view: mmap.mmap, fmt: str) -> str | None:
     """The decoded tail of a pytest log from its first failure heading, or None if it is not one."""
     from onloop.gates.parsers import GateOutput, detect_format
 
-    sample = (view[:_TAIL_SAMPLE] + b"\n" + view[-_TAIL_SAMPLE:]).decode("utf-8", "replace")
+    sample = strip_escapes((view[:_TAIL_SAMPLE] + b"\n" + view[-_TAIL_SAMPLE:]).decode("utf-8", "replace"))
     if fmt == "auto" and detect_format(GateOutput("condense", None, False, sample)) != "pytest":
         return None
     summary = view.rfind(b" short test summary info ")

@@ -81,6 +81,7 @@ class Harness:
     """Which paths are harness, for the gates of one run."""
 
     globs: tuple[str, ...] = ()  # whole files, beyond the defaults
+    programs: tuple[str, ...] = ()  # the repository's programs the gates run (scripts, Makefiles), among globs
     specs_dir: str = "specs"  # onloop's canon specs (markdown) are not a test directory
     extend: bool = False  # policy.harness == "extend"
     new_config: bool = False  # policy.new_conftest
@@ -110,12 +111,14 @@ def harness_for(config: Config, base_paths: Iterable[str] = (), read: Reader | N
     repository the gates run (a test script, the Makefile of `make test`, and what those run in turn,
     read with `read(path)` from the base commit)."""
     globs: list[str] = []
+    programs: list[str] = []
     known = set(base_paths)
     for gate in config.gates.values():
         globs += gate.harness + gate.inputs
-        globs += named_files(gate, known, read)
+        programs += named_files(gate, known, read)
     policy = config.policy
-    return Harness(tuple(dict.fromkeys(globs)), config.context.specs, policy.harness == "extend", policy.new_conftest)
+    return Harness(tuple(dict.fromkeys(globs + programs)), tuple(dict.fromkeys(programs)), config.context.specs,
+                   policy.harness == "extend", policy.new_conftest)
 
 
 Reader = Callable[[str], "str | None"]

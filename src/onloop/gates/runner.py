@@ -30,14 +30,15 @@ from pathlib import Path, PurePosixPath
 from onloop.config import GateConfig
 from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers import GateOutput, parse_gate_output
+from onloop.gates.terminal import plain_env, strip_escapes
 from onloop.process import Limits, ProcessResult, ProcessSpec, Sandbox, run_process
 
-_PARSE_HEAD = 2_000_000
-_PARSE_TAIL = 2_000_000
 # What the sandbox's own layers print when the command itself cannot run (bwrap, prlimit, the pids
 # cgroup shell, the Python limits fallback): the gate is broken, not failing.
 _CANNOT_RUN = re.compile(r"^(?:bwrap: (?:execvp|Can't)|prlimit: failed to execute|onloop: cannot (?:join|execute))",
                          re.MULTILINE)
+# What a write into the read-only checkout fails with (Python's OSError, node's EROFS, a shell's message).
+_READ_ONLY = re.compile(r"(?:Read-only file system|EROFS)\b[^\n']*(?:'([^'\n]{1,300})')?")
 _LIMIT_SIGNALS = {signal.SIGKILL: "killed (SIGKILL: a memory or process limit?)",
                   signal.SIGXCPU: "killed by the CPU time limit", signal.SIGXFSZ: "killed by the file size limit"}
 
@@ -87,7 +88,9 @@ class GateSetting:
     env: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     plugin_module: str | None = None  # the module name of onloop's pytest plugin for this run
+    plugin_home: Path | None = None  # where the plugin's copy is put: read-only to the gate, never its scratch
     writable: tuple[Path, ...] = ()  # directories of the (read-only) checkout the gate may write
+    private: tuple[Path, ...] = ()  # directories of the checkout that get an empty tmpfs of their own
 
 
 def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) -> GateRun:
@@ -101,9 +104,11 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     argv = tuple(part.replace("{junit}", str(report)) for part in config.command or ())
     log_path = setting.log_dir / f"gate-{name}-{label}.log"
     log_path.unlink(missing_ok=True)
-    with PytestChannel(plugin_home=setting.scratch / "plugin", module=setting.plugin_module) as channel:
+    plugin_home = setting.plugin_home or setting.scratch.parent / f"{setting.scratch.name}-plugin"
+    _fresh_dir(plugin_home)
+    with PytestChannel(plugin_home=plugin_home, module=setting.plugin_module) as channel:
         wrapped = channel.wrap_argv(argv)
-        env = dict(setting.env)
+        env = plain_env(dict(setting.env))
         fds: tuple[int, ...] = ()
         if wrapped is not None:
             # Every test runs even when a module fails to collect (the TDD case): the baseline then
@@ -112,7 +117,8 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
             env.update(channel.env(env.get("PYTHONPATH")))
             channel.start()
         spec = ProcessSpec(argv=argv, cwd=setting.root, env=env, timeout=config.timeout,
-                           writable=(setting.scratch, *setting.writable),
+                           writable=(setting.scratch, *setting.writable), readable=(plugin_home,),
+                           tmpfs=setting.private,
                            network=False, limits=setting.limits, label=f"gate {name}", pass_fds=fds)
         try:
             outcome = run_process(spec, setting.sandbox, log_path=log_path)
@@ -123,7 +129,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     text = _read_for_parsing(log_path)
     if plugin is not None:
         broken = _process_broken(outcome, text, config) or _with_evidence(plugin.broken, text, setting.root)
-        return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, plugin.checks, log_path,
+        return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, _plain(plugin.checks), log_path,
                        config.required, broken, REPORT_PLUGIN, plugin.plugins)
     junit = report if report.is_file() else None
     output = GateOutput(name, outcome.exit_code, outcome.timed_out, text, junit, cwd=setting.root)
@@ -131,6 +137,11 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     broken = _process_broken(outcome, text, config) or _unreadable(output, config, checks)
     return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, checks, log_path, config.required,
                    broken, REPORT_JUNIT if junit else REPORT_OUTPUT, diagnostics=is_diagnostic_gate(config))
+
+
+def _plain(checks: Sequence[CheckResult]) -> tuple[CheckResult, ...]:
+    """Checks whose texts carry no terminal escapes (a test's own message may be coloured)."""
+    return tuple(replace(c, message=strip_escapes(c.message), detail=strip_escapes(c.detail)) for c in checks)
 
 
 def is_diagnostic_gate(config: GateConfig) -> bool:
@@ -160,6 +171,10 @@ def _process_broken(outcome: ProcessResult, text: str, config: GateConfig) -> st
     first = _first_line(text)
     if code in (126, 127) or _CANNOT_RUN.search(text[:4000]):
         return f"the command could not run (exit {code}): {first}"
+    refused = _READ_ONLY.search(text) if code not in (0, None) else None
+    if refused:
+        return (f"it tried to write {refused.group(1) or 'into the checkout'}, which gates see read-only: list the "
+                "directory in gates.<name>.writable (\".\" for the whole checkout)")
     if code is not None and code < 0 and -code in _LIMIT_SIGNALS:
         return _LIMIT_SIGNALS[signal.Signals(-code)]
     return None
@@ -193,17 +208,13 @@ def _first_line(text: str) -> str:
 
 
 def _read_for_parsing(path: Path) -> str:
+    """The gate's whole output, as a parser reads it: decoded, terminal escapes stripped. Never cut (the
+    process's output cap, `policy.limits.output`, already bounds it, and a run over the cap is broken):
+    a cut in the middle would hide different checks on different runs, and a check out of view would
+    read as gone."""
     if not path.exists():
         return ""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        if size <= _PARSE_HEAD + _PARSE_TAIL:
-            data = handle.read()
-        else:
-            head = handle.read(_PARSE_HEAD)
-            handle.seek(size - _PARSE_TAIL)
-            data = head + b"\n[... output cut by onloop ...]\n" + handle.read()
-    return data.decode("utf-8", "replace")
+    return strip_escapes(path.read_bytes().decode("utf-8", "replace"))
 
 
 def worst_of(first: GateRun, second: GateRun) -> GateRun:
@@ -220,7 +231,10 @@ def worst_of(first: GateRun, second: GateRun) -> GateRun:
 
 
 def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
-    """A model grades `subject` (the run's diff) against the rubric; a model failure is a failing check."""
+    """A model grades `subject` (the run's diff) against the rubric; a model failure is a failing check.
+
+    A judge never passes on part of the change: a diff longer than one call reads is judged in parts
+    that together hold all of it (`judge_parts`), and every part must pass."""
     from onloop.gates.judge import JudgeSpec, run_judge
     from onloop.models import create_model
     from onloop.models.base import ModelError
@@ -228,19 +242,46 @@ def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
     assert config.model is not None and config.rubric is not None
     started = time.monotonic()
     spec = JudgeSpec(config.rubric, name=name)
-    if len(subject) > spec.max_subject_chars:
-        # A judge shown part of the change could pass what it never saw (a long file first, the code
-        # cut away): no verdict on a cut subject.
-        return GateRun(name, None, False, 0.0, (), None, config.required, report="a model's validated verdict",
-                       broken=f"the run's diff ({len(subject):,} characters) is over what the judge reads "
-                              f"({spec.max_subject_chars:,}): not judged")
+    parts = judge_parts(subject, spec.max_subject_chars - 200)  # room for the part header: never cut
+    checks: list[CheckResult] = []
     try:
-        checks = run_judge(create_model(config.model, key=f"gates.{name}.model.provider"), spec, subject)
+        model = create_model(config.model, key=f"gates.{name}.model.provider")
+        for number, part in enumerate(parts, 1):
+            header = f"[part {number} of {len(parts)} of the change; the other parts are judged apart]\n"
+            found = run_judge(model, spec, part if len(parts) == 1 else header + part)
+            suffix = "" if len(parts) == 1 else f":part-{number}"
+            checks += [replace(c, check_id=c.check_id + suffix) for c in found]
     except ModelError as exc:
         checks = [CheckResult(f"{name}:error", CheckStatus.FAILED, f"the judge's model failed: {exc}"[:300])]
     failed = any(c.status.failing for c in checks)
     return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required,
-                   report="a model's validated verdict")
+                   report=REPORT_JUDGE)
+
+
+REPORT_JUDGE = "a model's validated verdict"
+
+
+def judge_parts(diff: str, budget: int) -> list[str]:
+    """A unified diff in parts of at most `budget` characters that together hold all of it: whole files
+    where they fit, a longer file's diff by its lines (a longer line by pieces), never cut away."""
+    pieces: list[str] = []
+    for piece in (f for f in re.split(r"(?m)^(?=diff --git )", diff) if f):
+        pieces += [piece] if len(piece) <= budget else _by_lines(piece, budget)
+    parts: list[str] = []
+    current = ""
+    for piece in pieces:
+        if current and len(current) + len(piece) > budget:
+            parts.append(current)
+            current = ""
+        current += piece
+    return [*parts, current] if current or not parts else parts
+
+
+def _by_lines(text: str, budget: int) -> list[str]:
+    pieces: list[str] = []
+    for line in text.splitlines(keepends=True):
+        pieces += [line[i:i + budget] for i in range(0, len(line), budget)] or [line]
+    return pieces
 
 
 def run_differential_gate(name: str, config: GateConfig, *, reference_root: Path, candidate_root: Path,

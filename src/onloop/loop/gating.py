@@ -16,13 +16,16 @@ quarantined for this run only (`onloop.store.quarantine`).
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import os
+import re
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from onloop.config import Config
 from onloop.errors import WorkspaceError
@@ -39,17 +42,38 @@ SandboxFor = Callable[[Path], Sandbox]
 log = logging.getLogger(__name__)
 
 
+LINT_TOOLS = frozenset({"ruff", "flake8", "pylint", "mypy", "pyright", "basedpyright", "eslint", "tsc", "clippy",
+                        "golangci-lint"})
 # Caches and build output test runners write into the project, writable to gates unless they hold
 # tracked files; everything else of the checkout is read-only to them (`gates.NAME.writable`).
 DEFAULT_WRITABLE = (".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", ".tox", ".nox", "target",
                     "build", "node_modules/.cache", "node_modules/.vite", "htmlcov", ".cache")
 
 
+def _real_directory_path(root: Path, path: Path) -> bool:
+    """`path` lies inside `root` and no component of it, from `root` down, is a link (or a non-directory)."""
+    if path != root and not path.is_relative_to(root):
+        return False
+    current = root
+    for part in path.relative_to(root).parts:
+        if part in ("..", ""):
+            return False
+        current = current / part
+        try:
+            info = current.lstat()
+        except FileNotFoundError:
+            return True  # the rest is made by onloop, as directories
+        if not stat.S_ISDIR(info.st_mode):
+            return False
+    return True
+
+
 def gate_env(config: Config) -> dict[str, str]:
-    """A gate's environment: the agents' (`allowed_env`), with coverage data out of the read-only
-    checkout ($TMPDIR is private to each gate process)."""
+    """A gate's environment: the agents' (`allowed_env`), with coverage data and bytecode out of the
+    read-only checkout ($TMPDIR is private to each gate process)."""
     env = allowed_env(config)
     env.setdefault("COVERAGE_FILE", "/tmp/.coverage")
+    env.setdefault("PYTHONPYCACHEPREFIX", "/tmp/pycache")  # py_compile and friends write bytecode there
     return env
 
 
@@ -81,14 +105,28 @@ class Gates:
         self.candidate = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "candidate")
         self.reference = SealedCheckout(self.git_dir, self.paths.root / "sealed" / "base")
         self.base_files = frozenset(base_paths(self.git_dir, self.base))
-        self.harness = harness_for(self.config, self.base_files, self._read_base)
+        self.harness = harness_for(self.config, self.base_files, self.read_base)
         self.base_tree = _rev(self.git_dir, f"{self.base}^{{tree}}")
         # One name for onloop's pytest plugin per run (this process's part of it): nothing committed
         # can shadow a name drawn after the commit, and every gate run of the run, a flaky re-run
         # included, sees the same argv.
         self.plugin_module = plugin_module_name()
 
-    def _read_base(self, path: str) -> str | None:
+    @functools.cached_property
+    def tools(self) -> frozenset[str]:
+        """The lint and type-check tools the gates run: by their argv (program or `-m` module, `cargo
+        clippy`, `npx tsc`), their output format, and the words of the repository's programs they run
+        (the Makefile of `make lint`, a script), as the base commit has them."""
+        found: set[str] = set()
+        for gate in self.config.gates.values():
+            tokens = [PurePosixPath(token).name for token in gate.command or []]
+            found |= {t for t in (*tokens, gate.format) if t in LINT_TOOLS}
+        for program in self.harness.programs:
+            words = re.findall(r"[\w.-]+", self.read_base(program) or "")
+            found |= {PurePosixPath(w).name for w in words} & LINT_TOOLS
+        return frozenset(found)
+
+    def read_base(self, path: str) -> str | None:
         done = subprocess.run(["git", "--git-dir", str(self.git_dir), "show", f"{self.base}:{path}"],
                               capture_output=True, timeout=60)
         return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
@@ -109,24 +147,32 @@ class Gates:
         if gate.kind == "differential":
             return self._differential(name, tree)
         root = self.candidate.prepare(tree)
+        binds, private = self._writable(name, root)
         setting = GateSetting(root=root, scratch=self.paths.scratch / "gate", log_dir=self.paths.logs,
                               sandbox=self._sandbox(root), env=gate_env(self.config),
                               limits=limits_from_policy(self.config.policy), plugin_module=self.plugin_module,
-                              writable=self._writable(name, root))
+                              plugin_home=self.paths.scratch / "plugin", writable=binds, private=private)
         return self._untouched(run_gate(name, gate, setting, label))
 
-    def _writable(self, name: str, root: Path) -> tuple[Path, ...]:
-        """The gate's writable directories, made in its checkout: the operator's list, or the usual
-        caches and build directories that hold no tracked file (a tracked one must stay read-only)."""
+    def _writable(self, name: str, root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+        """The gate's writable directories in its read-only checkout, as (bound, private): a directory
+        that holds no tracked file gets an empty private tmpfs (nothing written there outlives the
+        process); one the operator lists that holds tracked files is the checkout's own, writable, and
+        `_untouched` checks its tracked files afterwards. An entry whose path runs through a link is
+        refused: a committed `build -> tests` must not make the tests writable."""
         chosen = self.config.gates[name].writable
         entries = chosen if chosen is not None else [d for d in DEFAULT_WRITABLE if not self._tracks_under(d)]
-        paths = []
+        binds: list[Path] = []
+        private: list[Path] = []
         for entry in entries:
-            path = (root / entry.strip("/")).resolve()
-            if path.is_relative_to(root) and path != root:
-                path.mkdir(parents=True, exist_ok=True)
-                paths.append(path)
-        return tuple(paths)
+            rel = entry.strip().strip("/") or "."
+            path = root if rel == "." else root / rel
+            if not _real_directory_path(root, path):
+                log.warning("gate %s: writable %r is not a plain directory of the checkout; refused", name, entry)
+                continue
+            path.mkdir(parents=True, exist_ok=True)
+            (binds if rel == "." or self._tracks_under(rel) else private).append(path)
+        return tuple(binds), tuple(private)
 
     def _tracks_under(self, directory: str) -> bool:
         prefix = directory.strip("/") + "/"

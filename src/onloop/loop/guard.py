@@ -30,7 +30,6 @@ from onloop.policy.audit import audit_changes
 from onloop.workspace import show_file
 
 if TYPE_CHECKING:
-    from onloop.config import Config
     from onloop.loop.iteration import IterationContext
     from onloop.policy.review import ReviewFinding
 
@@ -146,6 +145,7 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
     from onloop.policy.review import changed_expectations, suppressions_added, suspicious_code, suspicious_test_code
 
     base, harness = ctx.row.base_commit, ctx.gates.harness
+    tools = ctx.gates.tools
     found: list[ReviewFinding] = []
     for path in changed_since_base:
         if not _source_like(path):
@@ -160,7 +160,7 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
                 found += suspicious_test_code(path, None, after)
             continue
         if after is not None:
-            found += suppressions_added(path, before, after, gate_tools(ctx.config))
+            found += suppressions_added(path, before, after, tools)
         if is_test_path(path) or path in ctx.test_files:
             if before is not None:
                 found += changed_expectations(path, before, after)
@@ -171,20 +171,6 @@ def review_findings(ctx: IterationContext, changed_since_base: Sequence[str]) ->
         if before is None and after is not None:
             found += shadowing(path)
     return found
-
-
-_TOOLS = frozenset({"ruff", "flake8", "pylint", "mypy", "pyright", "basedpyright", "eslint", "tsc", "clippy",
-                    "golangci-lint"})
-
-
-def gate_tools(config: Config) -> frozenset[str]:
-    """The lint and type-check tools the run's gates run, by their argv (program or `-m` module, `cargo
-    clippy`, `npx tsc`) and their output format."""
-    found: set[str] = set()
-    for gate in config.gates.values():
-        tokens = [PurePosixPath(token).name for token in gate.command or []]
-        found |= {t for t in (*tokens, gate.format) if t in _TOOLS}
-    return frozenset(found)
 
 
 # Modules a test run imports by name: a file of the project that takes one of these names takes over

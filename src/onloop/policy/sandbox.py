@@ -54,6 +54,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from onloop.errors import SandboxUnavailable
@@ -72,6 +73,39 @@ ETC_SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/sudoers.d")
 PIDS_CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
 _CHECK_TIMEOUT = 15.0
 _SWEEP_AGE = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One layer of what a sandboxed process sees: a path shown from the host, or covered (an empty
+    tmpfs, /dev/null). Layers come in the order bwrap applies them; a later one lies on top.
+
+    `why` says what put the layer there, as a tag: "system", "tmpfs" (/tmp, /root, /home, /run),
+    "home" (the invoking user's), "onloop-home", "policy.hidden", "etc-secret", "onloop" (the
+    interpreter, virtualenv and code onloop runs on), "policy.readable", "worktree", "writable",
+    "resolver", "masked", "spec.readable", "private" (a process's own tmpfs), "git", "bridge".
+    `source` is the host path shown there when it is not the same path (never, in the sandbox
+    itself; `onloop.policy.visibility` uses it for the run's future checkout).
+    """
+
+    path: Path
+    visible: bool
+    why: str
+    source: Path | None = None
+
+    def host_path(self, inside: Path) -> Path:
+        """The host path whose contents `inside` (at or under this mount) shows."""
+        return (self.source or self.path) / inside.relative_to(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The paths `mount_args` and `mounts` lay out, decided once for both."""
+
+    readable: list[Path]
+    writable: list[Path]
+    outer_hidden: list[Path]  # under everything bound
+    inner_hidden: list[Path]  # inside a bound path: hidden again on top
 
 
 class BwrapSandbox:
@@ -179,26 +213,34 @@ class BwrapSandbox:
 
     # -- argv pieces -----------------------------------------------------------------------------
 
-    def mount_args(self, spec: ProcessSpec) -> list[str]:
-        args = [*system_args(), "--dev", "/dev", "--proc", "/proc"]
+    def _layout(self, spec: ProcessSpec) -> _Layout:
         root = [] if self.read_only_root else [self.worktree]
         writable = _unique([*root, *(p.resolve() for p in spec.writable), *self.scratch_dirs])
         readable = self.readable_paths() + ([self.worktree] if self.read_only_root else [])
         hidden = self.hidden_paths()
         # A hidden path inside a bound one (a secrets dir in the worktree) is hidden again on top.
         inner = [h for h in hidden if any(h.is_relative_to(b) and h != b for b in [*readable, *writable])]
-        for path in _outermost(h for h in hidden if h not in inner):
+        return _Layout(readable, writable, _outermost(h for h in hidden if h not in inner), inner)
+
+    def mount_args(self, spec: ProcessSpec) -> list[str]:
+        args = [*system_args(), "--dev", "/dev", "--proc", "/proc"]
+        layout = self._layout(spec)
+        for path in layout.outer_hidden:
             args += ["--tmpfs", str(path)]
         args += secret_mask_args()
-        for path in readable:
+        for path in layout.readable:
             args += ["--ro-bind", str(path), str(path)]
         if self.policy.network == "full" and spec.network:
             args += _resolver_args()
-        for path in writable:
+        for path in layout.writable:
             args += ["--bind", str(path), str(path)]
-        for path in inner:
+        for path in layout.inner_hidden:
             args += ["--tmpfs", str(path)]
         args += masked_args(spec.masked)
+        for path in spec.readable:
+            args += ["--ro-bind", str(path), str(path)]
+        for path in spec.tmpfs:
+            args += ["--tmpfs", str(path)]
         for path in self._git_paths():
             args += ["--ro-bind", str(path), str(path)]
         if self._bridged:
@@ -207,12 +249,45 @@ class BwrapSandbox:
         args += ["--dir", SANDBOX_HOME]
         return args
 
+    def mounts(self, spec: ProcessSpec | None = None) -> list[Mount]:
+        """What `mount_args(spec)` shows and hides, as data, layer for layer in the same order (a test
+        keeps the two in step). `onloop.policy.visibility` resolves programs against it. Starts
+        nothing: the model bridge's socket dir is listed only once the bridge runs."""
+        spec = spec or ProcessSpec(argv=(), cwd=self.worktree)
+        layout = self._layout(spec)
+        why_hidden = dict(reversed(self.hidden_reasons()))  # the first reason given for a path wins
+        layers = [*system_mounts(), Mount(Path("/dev"), True, "system"), Mount(Path("/proc"), True, "system")]
+        layers += [Mount(path, False, why_hidden[path]) for path in layout.outer_hidden]
+        layers += [Mount(path, False, "etc-secret") for path in _targets(secret_mask_args())]
+        named = {Path(entry).resolve() for entry in self.policy.readable}
+        last = len(layout.readable) - 1  # a read-only root is bound last of the readable paths
+        layers += [Mount(path, True, "worktree" if index == last and self.read_only_root
+                         else "policy.readable" if path in named else "onloop")
+                   for index, path in enumerate(layout.readable)]
+        if self.policy.network == "full" and spec.network:
+            layers += [Mount(path, True, "resolver") for path in _targets(_resolver_args())]
+        layers += [Mount(path, True, "worktree" if path == self.worktree else "writable") for path in layout.writable]
+        layers += [Mount(path, False, why_hidden[path]) for path in layout.inner_hidden]
+        layers += [Mount(path, False, "masked") for path in _targets(masked_args(spec.masked))]
+        layers += [Mount(path, True, "spec.readable") for path in spec.readable]
+        layers += [Mount(path, False, "private") for path in spec.tmpfs]
+        layers += [Mount(path, True, "git") for path in self._git_paths()]
+        if self._bridged and self._bridge is not None:
+            layers.append(Mount(self._bridge.socket_dir, True, "bridge"))
+        return layers
+
     def hidden_paths(self) -> list[Path]:
-        candidates = [*ALWAYS_HIDDEN, str(Path.home()), *self.policy.hidden]
+        return [path for path, _ in self.hidden_reasons()]
+
+    def hidden_reasons(self) -> list[tuple[Path, str]]:
+        """`hidden_paths`, each with what hides it (a `Mount.why` tag), in the same order."""
+        candidates = [*((name, "tmpfs") for name in ALWAYS_HIDDEN), (str(Path.home()), "home"),
+                      *((name, "policy.hidden") for name in self.policy.hidden)]
         onloop_home = os.environ.get("ONLOOP_HOME")
         if onloop_home:
-            candidates.append(onloop_home)
-        return [p for p in (Path(c).resolve() for c in candidates) if p.is_dir() and p != Path("/")]
+            candidates.append((onloop_home, "onloop-home"))
+        resolved = ((Path(name).resolve(), why) for name, why in candidates)
+        return [(p, why) for p, why in resolved if p.is_dir() and p != Path("/")]
 
     def readable_paths(self) -> list[Path]:
         # The interpreter, virtualenv and code onloop runs on are toolchains, not secrets; gates and the
@@ -284,6 +359,12 @@ def system_args() -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", name, name]
     return args
+
+
+def system_mounts() -> list[Mount]:
+    """`system_args` as data: each system dir shown (a merged-/usr link is shown as the same link)."""
+    return [Mount(Path(name), True, "system") for name in SYSTEM_DIRS
+            if Path(name).is_symlink() or Path(name).is_dir()]
 
 
 def secret_mask_args() -> list[str]:
@@ -408,6 +489,17 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
         if not any(path.is_relative_to(kept) for kept in result):
             result.append(path)
     return result
+
+
+def _targets(args: Sequence[str]) -> list[Path]:
+    """The mount points of bwrap options (`--tmpfs DEST`, `--ro-bind SRC DEST`), in order."""
+    found: list[Path] = []
+    index = 0
+    while index < len(args):
+        width = 2 if args[index] == "--tmpfs" else 3
+        found.append(Path(args[index + width - 1]))
+        index += width
+    return found
 
 
 def _unique(paths: Iterable[Path]) -> list[Path]:

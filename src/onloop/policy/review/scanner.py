@@ -91,6 +91,13 @@ _REFERENCES: dict[str, str] = {
 # Ordinary in a function (a CLI's main, a server's handler); suspicious when they run at import time.
 _IMPORT_TIME = frozenset({"sys.exit", "exit", "quit", "os.kill", "os.killpg", "signal.signal", "signal.alarm",
                           "signal.setitimer", "signal.raise_signal", "signal.pthread_kill"})
+# Library-wide settings a test module changes for every test after it when it runs them at import:
+# hypothesis profiles (max_examples=1), seeds, warning filters, numeric contexts, the locale.
+_IMPORT_TIME_STATE = frozenset({"random.seed", "numpy.random.seed", "warnings.filterwarnings",
+                                "warnings.simplefilter", "warnings.resetwarnings", "locale.setlocale",
+                                "decimal.setcontext", "sys.setrecursionlimit", "numpy.seterr", "numpy.set_printoptions",
+                                "hypothesis.settings.register_profile", "hypothesis.settings.load_profile",
+                                "hypothesis.seed", "faker.Faker.seed", "torch.manual_seed"})
 _FRAME_ATTRS = frozenset({"f_back", "f_globals", "f_locals", "f_code", "f_trace", "tb_frame", "gi_frame",
                           "cr_frame", "ag_frame"})
 _TEST_FRAMEWORKS = frozenset({"pytest", "_pytest", "unittest", "nose", "nose2", "py", "xdist", "conftest"})
@@ -259,6 +266,8 @@ class _Scanner(ast.NodeVisitor):
                 break
         if name in _IMPORT_TIME and self._at_import_time():
             self.add(EXIT, f"{name} at import time", node)
+        if name in _IMPORT_TIME_STATE and self._at_import_time():
+            self.add(STATE, f"{name} at import time", node)
 
     def _at_import_time(self) -> bool:
         return self._function_depth == 0 and not self._main_guard

@@ -10,6 +10,7 @@ the new text, so existing suppressions never trigger.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 
@@ -30,11 +31,16 @@ SUPPRESSIONS: dict[str, re.Pattern[str]] = {
 SUPPRESSIONS["basedpyright"] = SUPPRESSIONS["pyright"]
 
 
+_TYPE_CHECKERS = frozenset({"mypy", "pyright", "basedpyright"})
+
+
 def suppressions_added(path: str, before: str | None, after: str, tools: frozenset[str]) -> list[ReviewFinding]:
-    """Lines of `after` that silence one of `tools` more often than `before` did."""
+    """Lines of `after` that silence one of `tools` more often than `before` did; for a type checker,
+    also code it is shown in one form and runs in another (`if TYPE_CHECKING: ... else: ...`)."""
+    found = _type_checking_forks(path, before, after) if tools & _TYPE_CHECKERS and path.endswith(".py") else []
     patterns = {tool: SUPPRESSIONS[tool] for tool in sorted(tools) if tool in SUPPRESSIONS}
     if not patterns:
-        return []
+        return found
     old = _suppressing_lines(before or "", patterns)
     new = _suppressing_lines(after, patterns)
     spare = Counter(key for key, _, _ in old)
@@ -44,9 +50,36 @@ def suppressions_added(path: str, before: str | None, after: str, tools: frozens
             spare[key] -= 1
         else:
             added.append((key, number, tool))
-    findings = [ReviewFinding("suspicious_code", path, one_line(f"line {number}: silences {tool}: {key!r}", EVIDENCE),
-                              after=one_line(key)) for key, number, tool in added[:MAX_REPORTED]]
-    return findings + past_limit("suspicious_code", path, len(added), "lines that silence a gate's tool")
+    found += [ReviewFinding("suspicious_code", path, one_line(f"line {number}: silences {tool}: {key!r}", EVIDENCE),
+                            after=one_line(key)) for key, number, tool in added[:MAX_REPORTED]]
+    return found + past_limit("suspicious_code", path, len(added), "lines that silence a gate's tool")
+
+
+def _type_checking_forks(path: str, before: str | None, after: str) -> list[ReviewFinding]:
+    """New `if TYPE_CHECKING:` blocks with an `else` (or `if not TYPE_CHECKING:`): the type checker
+    reads one definition, the program runs the other."""
+    old, new = _forks(before or ""), _forks(after)
+    if len(new) <= len(old):
+        return []
+    line = new[len(old)]
+    evidence = f"line {line}: `if TYPE_CHECKING:` with an `else`: the type checker sees code that does not run"
+    return [ReviewFinding("suspicious_code", path, one_line(evidence, EVIDENCE))]
+
+
+def _forks(text: str) -> list[int]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    forks = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        test = ast.unparse(node.test)
+        negated = test.startswith("not ")
+        if test.removeprefix("not ").strip("() ").split(".")[-1] == "TYPE_CHECKING" and (negated or node.orelse):
+            forks.append(node.lineno)
+    return sorted(forks)
 
 
 def _suppressing_lines(text: str, patterns: dict[str, re.Pattern[str]]) -> list[tuple[str, int, str]]:
