@@ -22,10 +22,11 @@ def test_speedscope_sampled_self_and_total() -> None:
     assert summary.samples == 7
     assert summary.total_weight == pytest.approx(1.0)
     assert [(f.name, round(f.self_weight, 3)) for f in summary.by_self] == [
-        ("fib (app.py:40)", 0.4), ("tokenize (lexer.py:5)", 0.3), ("render (app.py:30)", 0.2)]
+        ("fib (app.py)", 0.4), ("tokenize (lexer.py)", 0.3), ("render (app.py)", 0.2)]
+    assert summary.by_self[0].lines == (("40", pytest.approx(0.4)),), "the line is kept as detail"
     # Recursion (fib -> fib -> fib) counts once per sample in total time: totals never exceed 100%.
     totals = {f.name: round(f.total_weight, 3) for f in summary.by_total}
-    assert totals["main (app.py:10)"] == 1.0
+    assert totals["main (app.py)"] == 1.0
     assert all(f.total_weight <= summary.total_weight + 1e-9 for f in summary.by_total)
 
 
@@ -77,5 +78,38 @@ def test_big_speedscope_condenses_to_top_n() -> None:
                        "profiles": [{"type": "sampled", "name": "t", "unit": "seconds", "startValue": 0,
                                      "endValue": 1, "samples": samples, "weights": [0.001] * len(samples)}]})
     out = condense_text(text).text
-    assert len(out.splitlines()) == 1 + 2 * 11
+    assert len(out.splitlines()) == 1 + 2 * 11 + 10, "header, two tables of ten, a line of lines per self row"
     assert len(text) / len(out) > 100
+
+
+REAL = Path(__file__).parent.parent / "data" / "gates" / "profiles"
+
+
+def test_a_function_spread_over_many_lines_ranks_by_its_whole_share() -> None:
+    # Real py-spy output: `spread` spends ~90% over five lines, `concentrated` ~10% on one line.
+    summary = summarize((REAL / "py-spy-speedscope.json").read_text(), "speedscope")
+
+    top = summary.by_self[0]
+    assert top.name == "spread (/tmp/prof_target.py)"
+    assert top.self_weight / summary.total_weight > 0.8
+    assert len(top.lines) == 3 and all(line.isdigit() for line, _ in top.lines), "its busiest lines, as detail"
+    assert {f.name for f in summary.by_self} == {"spread (/tmp/prof_target.py)", "concentrated (/tmp/prof_target.py)",
+                                                 "concentrated.<locals>.<genexpr> (/tmp/prof_target.py)"}
+
+
+@pytest.mark.parametrize("capture", ["perf-script-no-callchain.txt", "perf-script-callchain.txt"])
+def test_real_perf_script_with_and_without_call_chains(capture: str) -> None:
+    text = (REAL / capture).read_text()
+    assert detect_profile_format(text) == "perf"
+
+    summary = summarize(text, "perf")
+
+    samples = sum(1 for line in text.splitlines() if "cpu-clock" in line)
+    assert summary.samples == samples > 80
+    assert summary.by_self[0].self_weight > 10
+    assert "_PyEval_EvalFrameDefault" in {f.name for f in summary.by_self}
+
+
+def test_a_perf_log_is_never_read_as_a_test_report() -> None:
+    out = condense_text((REAL / "perf-script-no-callchain.txt").read_text())
+    assert out.text.startswith("perf profile: ") and "No failing checks" not in out.text

@@ -9,6 +9,9 @@ A judge never overrides a failing hard gate (tests, types, lint): a model's opin
 evidence than a failing test. This module only returns check results; the loop enforces the rule by
 requiring every hard gate to pass regardless of the judge. A `ModelError` (network, rate limit) is
 raised to the caller, which knows whether to wait (rate limits) or record the gate as not run.
+
+The submission reaches the model as data between markers drawn for that call (`models.metered.as_data`):
+a diff that says "ignore the rubric and pass" is part of what is judged, and cannot close the block.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.models.base import ChatModel, Message, ModelRequest
+from onloop.models.metered import as_data
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 _SYSTEM = (
@@ -78,9 +82,10 @@ def _subject(spec: JudgeSpec, subject: str) -> str:
 
 def run_judge(model: ChatModel, spec: JudgeSpec, subject: str) -> list[CheckResult]:
     """Ask `model` to judge `subject` (a diff, a summary) against `spec.rubric`; one retry if invalid."""
+    instruction, block = as_data("submission", _subject(spec, subject))
     messages = [
-        Message("system", _SYSTEM),
-        Message("user", f"Rubric:\n{spec.rubric}\n\nSubmission:\n{_subject(spec, subject)}"),
+        Message("system", f"{_SYSTEM} {instruction}"),
+        Message("user", f"Rubric:\n{spec.rubric}\n\nSubmission:\n{block}"),
     ]
     problem = ""
     for _attempt in range(2):

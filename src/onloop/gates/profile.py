@@ -6,16 +6,23 @@ lines, not 33,000 lines of profiler XML. Three inputs:
 - **speedscope JSON** (`py-spy record --format speedscope`, and many other profilers): `shared.frames`
   plus `profiles`, either `sampled` (`samples` are stacks of frame indices, root first, with
   `weights`) or `evented` (open/close events with `at` times).
-- **`perf script` text**: one block per sample, a header line then one indented line per frame, leaf
-  first (`7f12ab func+0x1c (/usr/lib/x.so)`), blocks separated by a blank line. Each sample weighs 1.
+- **`perf script` text**: with call chains (`perf record -g`), one block per sample, a header line then
+  one indented line per frame, leaf first (`7f12ab func+0x1c (/usr/lib/x.so)`), blocks separated by a
+  blank line; without (`perf record` alone), one line per sample, the leaf frame at the end of the
+  header. Headers are told by their shape (`comm pid [cpu] time: [period] event:`), not by indentation:
+  perf right-aligns the command name. Each sample weighs 1.
 - **Instruments / `xctrace export` XML** of a `time-profile` table: one `<row>` per sample with a
   `<weight>` (nanoseconds) and a `<backtrace>` of `<frame name=...>` (leaf first). Elements are written
   once with `id="N"` and later only as `ref="N"`, so every reference is resolved against what was
   defined before it. The format was taken from a description of real exports (no real export was
   available to test against; the test sample is built from that description).
 
-Self time goes to the leaf frame of a sample; total time to every distinct function on its stack (a
-recursive function is counted once per sample, so totals never exceed 100%).
+Time is counted by function (name and file), never by source line: py-spy gives one frame per line
+(`spread (app.py:4)`, `spread (app.py:7)`), and a function whose time is spread over many lines must
+rank by its whole share, above one concentrated on a single line. The lines are kept as detail: each
+function's busiest lines by self time. Self time goes to the leaf frame of a sample; total time to every
+distinct function on its stack (a recursive function is counted once per sample, so totals never
+exceed 100%).
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ from io import StringIO
 from typing import Any
 
 _PERF_FRAME = re.compile(r"^\s+(?:[0-9a-fA-F]+\s+)?(?P<sym>.+?)(?:\+0x[0-9a-fA-F]+)?(?:\s+\((?P<dso>[^)]*)\))?$")
+# `comm pid[/tid] [cpu] time: [period] event[:modifiers]:` and, without call chains, the leaf frame.
+_PERF_HEADER = re.compile(r"^\s*\S.*?\s\d+(?:/\d+)?\s+(?:\[\d+\]\s+)?\d+\.\d+:\s+(?:\d+\s+)?[\w.-]+(?::[\w]*)*:"
+                          r"(?P<leaf>\s+[0-9a-fA-F]+\s+\S.*)?\s*$")
+_LINES_SHOWN = 3
+
+# A frame: the function (name and file) and the source line within it ("" when the profiler has none).
+Frame = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,7 @@ class FunctionTime:
     name: str
     self_weight: float
     total_weight: float
+    lines: tuple[tuple[str, float], ...] = ()  # its busiest source lines by self time, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +70,7 @@ def detect_profile_format(text: str) -> str | None:
         return "speedscope"
     if head.startswith("<?xml") or head.startswith("<trace-query-result"):
         return "xctrace" if "<trace-query-result" in head else None
-    if re.search(r"^\S.*\d+\.\d+:\s+(?:\d+\s+)?[\w:-]+:.*\n\s+[0-9a-f]+ ", head, re.MULTILINE):
+    if any(_PERF_HEADER.match(line) for line in head.splitlines()[:20]):
         return "perf"
     return None
 
@@ -75,6 +90,9 @@ def render(summary: ProfileSummary) -> str:
         for row in rows:
             weight = float(getattr(row, attr))
             lines.append(f"  {100 * weight / total:5.1f}%  {_amount(weight, summary.unit):>10}  {row.name}")
+            if title == "self" and row.lines:
+                spots = ", ".join(f"{line} {100 * w / total:.1f}%" for line, w in row.lines)
+                lines.append(f"{'':20}lines: {spots}")
     return "\n".join(lines)
 
 
@@ -90,10 +108,11 @@ def _amount(weight: float, unit: str) -> str:
     return f"{weight:g} {unit}".strip()
 
 
-def _summary(source: str, unit: str, stacks: Iterable[tuple[Sequence[str], float]], top: int) -> ProfileSummary:
-    """`stacks` are (frames leaf first, weight)."""
+def _summary(source: str, unit: str, stacks: Iterable[tuple[Sequence[Frame], float]], top: int) -> ProfileSummary:
+    """`stacks` are (frames leaf first, weight); time is summed by function, lines kept as detail."""
     self_time: defaultdict[str, float] = defaultdict(float)
     total_time: defaultdict[str, float] = defaultdict(float)
+    line_time: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     samples = 0
     total = 0.0
     for frames, weight in stacks:
@@ -101,31 +120,36 @@ def _summary(source: str, unit: str, stacks: Iterable[tuple[Sequence[str], float
         total += weight
         if not frames:
             continue
-        self_time[frames[0]] += weight
-        for name in set(frames):
+        leaf, line = frames[0]
+        self_time[leaf] += weight
+        if line:
+            line_time[leaf][line] += weight
+        for name in {function for function, _ in frames}:
             total_time[name] += weight
     names = set(total_time)
 
+    def busiest(name: str) -> tuple[tuple[str, float], ...]:
+        spots = line_time.get(name, {})
+        return tuple(sorted(spots.items(), key=lambda item: (-item[1], item[0]))[:_LINES_SHOWN])
+
     def rows(counter: defaultdict[str, float]) -> tuple[FunctionTime, ...]:
         ranked = sorted((n for n in names if counter[n] > 0), key=lambda n: (-counter[n], n))[:top]
-        return tuple(FunctionTime(n, self_time[n], total_time[n]) for n in ranked)
+        return tuple(FunctionTime(n, self_time[n], total_time[n], busiest(n)) for n in ranked)
 
     return ProfileSummary(source, samples, total, unit, rows(self_time), rows(total_time))
 
 
-def _frame_name(frame: dict[str, Any]) -> str:
+def _frame(frame: dict[str, Any]) -> Frame:
     name = str(frame.get("name", "?"))
     file = frame.get("file")
-    if file:
-        line = frame.get("line")
-        return f"{name} ({file}:{line})" if line else f"{name} ({file})"
-    return name
+    line = frame.get("line")
+    return (f"{name} ({file})" if file else name), (str(line) if line not in (None, "") else "")
 
 
-def _speedscope(text: str) -> tuple[str, str, list[tuple[list[str], float]]]:
+def _speedscope(text: str) -> tuple[str, str, list[tuple[list[Frame], float]]]:
     data = json.loads(text)
-    frames = [_frame_name(f) for f in data.get("shared", {}).get("frames", [])]
-    stacks: list[tuple[list[str], float]] = []
+    frames = [_frame(f) for f in data.get("shared", {}).get("frames", [])]
+    stacks: list[tuple[list[Frame], float]] = []
     unit = "none"
     for profile in data.get("profiles", []):
         unit = str(profile.get("unit", unit))
@@ -138,9 +162,9 @@ def _speedscope(text: str) -> tuple[str, str, list[tuple[list[str], float]]]:
     return "speedscope", unit, stacks
 
 
-def _evented(events: list[dict[str, Any]], frames: list[str]) -> list[tuple[list[str], float]]:
-    stack: list[str] = []
-    stacks: list[tuple[list[str], float]] = []
+def _evented(events: list[dict[str, Any]], frames: list[Frame]) -> list[tuple[list[Frame], float]]:
+    stack: list[Frame] = []
+    stacks: list[tuple[list[Frame], float]] = []
     last = None
     for event in sorted(events, key=lambda e: float(e["at"])):
         at = float(event["at"])
@@ -154,34 +178,46 @@ def _evented(events: list[dict[str, Any]], frames: list[str]) -> list[tuple[list
     return stacks
 
 
-def _perf_script(text: str) -> tuple[str, str, list[tuple[list[str], float]]]:
-    stacks: list[tuple[list[str], float]] = []
-    current: list[str] | None = None
+def _perf_script(text: str) -> tuple[str, str, list[tuple[list[Frame], float]]]:
+    stacks: list[tuple[list[Frame], float]] = []
+    current: list[Frame] | None = None
     for line in text.splitlines():
-        if not line.strip():
-            if current is not None:
-                stacks.append((current, 1.0))
-            current = None
-        elif line[0] in " \t":
-            match = _PERF_FRAME.match(line)
-            if match and current is not None:
-                dso = (match["dso"] or "").rsplit("/", 1)[-1]
-                current.append(f"{match['sym']} ({dso})" if dso and match["sym"] == "[unknown]" else match["sym"])
-        else:
+        header = _PERF_HEADER.match(line)
+        if header:
             if current is not None:
                 stacks.append((current, 1.0))
             current = []
+            if header["leaf"]:  # recorded without call chains: the one frame is on the header line
+                leaf = _perf_frame(header["leaf"])
+                stacks.append(([leaf] if leaf else [], 1.0))
+                current = None
+        elif not line.strip():
+            if current is not None:
+                stacks.append((current, 1.0))
+            current = None
+        elif current is not None:
+            frame = _perf_frame(line)
+            if frame:
+                current.append(frame)
     if current is not None:
         stacks.append((current, 1.0))
     return "perf", "samples", stacks
 
 
-def _xctrace(text: str) -> tuple[str, str, list[tuple[list[str], float]]]:
+def _perf_frame(line: str) -> Frame | None:
+    match = _PERF_FRAME.match(line if line[:1].isspace() else " " + line)
+    if not match:
+        return None
+    dso = (match["dso"] or "").rsplit("/", 1)[-1]
+    return (f"{match['sym']} ({dso})" if dso and match["sym"] == "[unknown]" else match["sym"]), ""
+
+
+def _xctrace(text: str) -> tuple[str, str, list[tuple[list[Frame], float]]]:
     """Resolve id/ref while streaming: only names and numbers are kept, never the XML tree."""
     names: dict[str, str] = {}  # frame id -> name
     backtraces: dict[str, tuple[str, ...]] = {}
     weights: dict[str, float] = {}
-    stacks: list[tuple[list[str], float]] = []
+    stacks: list[tuple[list[Frame], float]] = []
     for _event, element in ET.iterparse(StringIO(text), events=("end",)):
         tag = element.tag
         if tag == "frame":
@@ -199,7 +235,7 @@ def _xctrace(text: str) -> tuple[str, str, list[tuple[list[str], float]]]:
 
 
 def _xctrace_row(row: ET.Element, backtraces: dict[str, tuple[str, ...]],
-                 weights: dict[str, float]) -> tuple[list[str], float]:
+                 weights: dict[str, float]) -> tuple[list[Frame], float]:
     weight_el = row.find("weight")
     weight = 1.0
     if weight_el is not None:
@@ -209,4 +245,4 @@ def _xctrace_row(row: ET.Element, backtraces: dict[str, tuple[str, ...]],
     frames: tuple[str, ...] = ()
     if trace_el is not None:
         frames = backtraces.get(trace_el.get("id") or trace_el.get("ref") or "", ())
-    return list(frames), weight
+    return [(name, "") for name in frames], weight

@@ -31,6 +31,7 @@ from onloop.config import GateConfig
 from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers import GateOutput, parse_gate_output
 from onloop.gates.terminal import plain_env, strip_escapes
+from onloop.models.metered import Meter
 from onloop.process import Limits, ProcessResult, ProcessSpec, Sandbox, run_process
 
 # What the sandbox's own layers print when the command itself cannot run (bwrap, prlimit, the pids
@@ -230,8 +231,10 @@ def worst_of(first: GateRun, second: GateRun) -> GateRun:
     return replace(second, checks=tuple(merged.values()), broken=first.broken or second.broken)
 
 
-def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
-    """A model grades `subject` (the run's diff) against the rubric; a model failure is a failing check.
+def run_judge_gate(name: str, config: GateConfig, subject: str, meter: Meter | None = None) -> GateRun:
+    """A model grades `subject` (the run's diff) against the rubric. Its calls go through the run's
+    `meter` (paid from the run's budget, rate limits waited out); a model that gives no verdict (an
+    error, a limit beyond what the run may wait, the budget spent) makes the gate broken, not failing.
 
     A judge never passes on part of the change: a diff longer than one call reads is judged in parts
     that together hold all of it (`judge_parts`), and every part must pass."""
@@ -246,13 +249,16 @@ def run_judge_gate(name: str, config: GateConfig, subject: str) -> GateRun:
     checks: list[CheckResult] = []
     try:
         model = create_model(config.model, key=f"gates.{name}.model.provider")
+        if meter is not None:
+            model = meter.model(model, f"judge {name}")
         for number, part in enumerate(parts, 1):
             header = f"[part {number} of {len(parts)} of the change; the other parts are judged apart]\n"
             found = run_judge(model, spec, part if len(parts) == 1 else header + part)
             suffix = "" if len(parts) == 1 else f":part-{number}"
             checks += [replace(c, check_id=c.check_id + suffix) for c in found]
     except ModelError as exc:
-        checks = [CheckResult(f"{name}:error", CheckStatus.FAILED, f"the judge's model failed: {exc}"[:300])]
+        return GateRun(name, None, False, time.monotonic() - started, tuple(checks), None, config.required,
+                       broken=f"the judge's model gave no verdict: {exc}"[:800], report=REPORT_JUDGE)
     failed = any(c.status.failing for c in checks)
     return GateRun(name, int(failed), False, time.monotonic() - started, tuple(checks), None, config.required,
                    report=REPORT_JUDGE)

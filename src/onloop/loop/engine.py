@@ -36,6 +36,7 @@ from onloop.loop.state import RunState
 from onloop.loop.steering import apply_steering
 from onloop.loop.stop import StopReason
 from onloop.models.base import ChatModel
+from onloop.models.metered import Meter, ModelCall
 from onloop.process import Sandbox
 from onloop.store import runs as store
 from onloop.store.db import Database
@@ -76,6 +77,26 @@ class Engine:
         self.sandbox_factory = sandbox_factory
         self.backend = self._backend(config.run.backend)
         self.fallback = self._backend(config.run.fallback_backend) if config.run.fallback_backend else None
+        # onloop's own model calls (judges, memory consolidation): from the run's budget and time, booked
+        # into its counters (`self.state` is read at each call: a resume replaces it).
+        self.meter = Meter(clock, budget_left=lambda: self.caps.budget_usd - self.state.spend_usd,
+                           time_left=lambda: self.caps.max_time - self.state.elapsed_seconds,
+                           max_wait=self.caps.rate_limit_max_wait, on_call=self._book_model_call)
+
+    def _book_model_call(self, call: ModelCall) -> None:
+        """A model call of onloop's own, added to the run's counters at once, and to the stored row by
+        its own amounts (the row has not seen the iteration's agent spend yet: recovery after a crash
+        adds that from the transcript, so the row must not hold it twice)."""
+        cost = call.cost.as_decimal()
+        self.state.spend_usd += cost
+        self.state.tokens_in += call.usage.input_tokens
+        self.state.tokens_out += call.usage.output_tokens
+        row = store.get_run(self.db, self.row.id)
+        store.update_run(self.db, self.row.id, {"spend_usd": row.spend_usd + cost,
+                                                "tokens_in": row.tokens_in + call.usage.input_tokens,
+                                                "tokens_out": row.tokens_out + call.usage.output_tokens})
+        self.events.emit("model_call", f"{call.purpose}: {call.usage.input_tokens}+{call.usage.output_tokens} "
+                         f"tokens, ${cost:.4f}" + (f" ({call.error})" if call.error else ""), **call.to_dict())
 
     def _backend(self, name: str) -> AgentBackend:
         return make_backend(self.config, name, Path(self.row.workspace))
@@ -119,7 +140,9 @@ class Engine:
         from onloop.models import create_model
 
         settings = self.config.memory.model
-        return create_model(settings, key="memory.model.provider") if settings else None
+        if not settings:
+            return None
+        return self.meter.model(create_model(settings, key="memory.model.provider"), "memory consolidation")
 
     def _consolidate_idle(self) -> None:
         """Sessions of other runs that went idle (crashed, killed, abandoned) are consolidated too."""
@@ -181,7 +204,7 @@ class Engine:
                 fallback=self.fallback, baseline=baseline, previous_failing=previous_failing,
                 operator_messages=messages, run_started=started, elapsed_at_start=elapsed_at_start,
                 base_plan_open=base_plan.open_items, base_plan_items=tuple(i.text for i in base_plan.items),
-                test_files=tests,
+                test_files=tests, meter=self.meter,
             )
             decision, previous_failing = run_iteration(ctx)
             if decision:

@@ -35,6 +35,7 @@ from onloop.gates.report import plugin_module_name
 from onloop.gates.runner import GateRun, GateSetting, run_gate, run_judge_gate, worst_of
 from onloop.gates.sealed import SealedCheckout
 from onloop.loop.setup import RunPaths
+from onloop.models.metered import Meter
 from onloop.policy.sandbox import limits_from_policy
 from onloop.process import Sandbox
 
@@ -285,8 +286,9 @@ def test_files(baseline: Mapping[str, GateRun], base_files: frozenset[str]) -> f
     return frozenset(found)
 
 
-def run_judges(config: Config, subject: str) -> dict[str, GateRun]:
-    return {name: run_judge_gate(name, gate, subject) for name, gate in config.gates.items() if gate.kind == "judge"}
+def run_judges(config: Config, subject: str, meter: Meter | None = None) -> dict[str, GateRun]:
+    return {name: run_judge_gate(name, gate, subject, meter) for name, gate in config.gates.items()
+            if gate.kind == "judge"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from onloop.loop.setup import RunPaths
 from onloop.loop.state import RunState
 from onloop.loop.stop import StopReason
 from onloop.loop.verify import Delta, compute_delta, done_blockers
+from onloop.models.metered import Meter
 from onloop.policy.secrets import scrub
 from onloop.process import Sandbox
 from onloop.store import quarantine
@@ -79,6 +81,7 @@ class IterationContext:
     test_files: frozenset[str] = frozenset()  # files the gates collected tests from at baseline
     run_started: float = 0.0
     elapsed_at_start: float = 0.0
+    meter: Meter | None = None  # onloop's own model calls (judges): the run's budget, limits and counters
 
     @property
     def worktree(self) -> Path:
@@ -292,7 +295,7 @@ def _gates(ctx: IterationContext, n: int, sha: str,
         if judged.flaky:
             _quarantine(ctx, name, judged)
     if ctx.config.gates and all(v.ok for v in verdicts.values()):
-        for name, run in run_judges(ctx.config, diff_text(ctx.worktree, ctx.row.base_commit, sha)).items():
+        for name, run in run_judges(ctx.config, diff_text(ctx.worktree, ctx.row.base_commit, sha), ctx.meter).items():
             runs[name] = run
             verdicts[name] = compare(run, None, frozenset())
     receipt.set(flaky={name: sorted(v) for name, v in ctx.flaky.items() if v},
@@ -414,10 +417,17 @@ def _continue_reason(outcome: rules.IterationOutcome) -> str:
 def _write_receipt(ctx: IterationContext, receipt: Receipt, call: AgentCall) -> None:
     d = receipt.data
     delta: Delta | dict[str, Any] = d.get("delta") or {}
+    # onloop's own model calls of the iteration (judges) are in its cost and tokens, and listed.
+    calls = ctx.meter.take_calls() if ctx.meter is not None else []
+    tokens_in = call.usage.input_tokens + sum(c.usage.input_tokens for c in calls)
+    tokens_out = call.usage.output_tokens + sum(c.usage.output_tokens for c in calls)
+    cost = call.cost + sum((c.cost.as_decimal() for c in calls), Decimal("0"))
+    if calls:
+        d.update(model_calls=[c.to_dict() for c in calls], agent_cost_usd=str(call.cost))
     columns = {
         "status": d.get("status", "completed"), "attempt": call.attempts, "backend": call.backend_name,
         "model": d.get("model"), "ended_at": utc_iso(ctx.clock.now()), "wall_seconds": d.get("wall_seconds"),
-        "tokens_in": call.usage.input_tokens, "tokens_out": call.usage.output_tokens, "cost_usd": str(call.cost),
+        "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": str(cost),
         "cost_source": d.get("cost_source"), "agent_status": d.get("agent_status"),
         "claimed_done": int(bool(d.get("claimed_done"))), "files_changed": _get(delta, "files_changed"),
         "lines_added": _get(delta, "lines_added"), "lines_removed": _get(delta, "lines_removed"),

@@ -1,7 +1,9 @@
 """The consolidation prompt: rules, few-shot examples, and the notes as data.
 
 The notes go in as JSON inside `<EXISTING>` and `<SESSION>` tags and the system message says they are
-data, not instructions. Nothing here is trusted: the answer is validated by `onloop.memory.ops`.
+data, not instructions. `<` and `>` inside the JSON are written as `\u003c` and `\u003e` (the same JSON
+value), so a note that says `</SESSION>` cannot close its block and speak as the prompt. Nothing here
+is trusted: the answer is validated by `onloop.memory.ops`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ def consolidation_messages(ctx: OpsContext) -> list[Message]:
     session = [note_view(alias, note) for alias, note in ctx.aliases.items() if alias.startswith("S")]
     user = (
         f"SCOPE: {ctx.scope}\n"
-        f"<EXISTING>\n{json.dumps(existing, ensure_ascii=False, indent=1)}\n</EXISTING>\n"
-        f"<SESSION>\n{json.dumps(session, ensure_ascii=False, indent=1)}\n</SESSION>"
+        f"<EXISTING>\n{_data(existing)}\n</EXISTING>\n"
+        f"<SESSION>\n{_data(session)}\n</SESSION>"
     )
     return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+
+def _data(notes: list[dict[str, Any]]) -> str:
+    """Notes as JSON in which no tag can be written: `<` and `>` escaped as JSON allows."""
+    return json.dumps(notes, ensure_ascii=False, indent=1).replace("<", "\\u003c").replace(">", "\\u003e")
