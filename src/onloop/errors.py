@@ -5,6 +5,7 @@ Three families, because each is handled differently by the caller::
     OnloopError
     ├── OperatorError            the operator's mistake: clear message, exit code 2
     │   ├── ConfigError          onloop.toml (or a policy) is wrong: names the key, what is allowed, where
+    │   │   └── VisibilityError  a gate's or backend's program the sandbox cannot see (policy.visibility)
     │   ├── UsageError           a bad command line or argument
     │   └── NotFoundError        a run, iteration or file that does not exist
     ├── RunFailure               something broke while a run was going: carries run id and iteration

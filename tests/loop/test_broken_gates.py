@@ -10,6 +10,7 @@ import pytest
 
 from onloop.loop.api import start_run
 from onloop.loop.stop import StopReason
+from onloop.policy.visibility import VisibilityError
 from onloop.store import runs as store
 from onloop.store.db import Database
 from onloop.testing import Edit, Scenario, Step
@@ -32,14 +33,33 @@ def _blocked_before_iteration_1(repo: Path, *words: str) -> str:
     return outcome.detail
 
 
-def test_a_command_the_sandbox_hides_is_broken_at_baseline(make_repo, tmp_path: Path) -> None:
+def _hidden_script(tmp_path: Path) -> Path:
     # The operator's script under /tmp runs on the host, but the sandbox hides /tmp.
     script = tmp_path / "bin" / "run-tests"
     script.parent.mkdir()
     script.write_text("#!/bin/sh\nexec python3 -m unittest\n")
     script.chmod(0o755)
-    gate = f'[gates.tests]\ncommand = ["{script}"]\ntimeout = "60s"\n'
-    repo = workspace(make_repo, tmp_path, ONE_LINE, gates=gate)
+    return script
+
+
+def test_a_command_the_sandbox_hides_is_refused_before_a_run_exists(make_repo, tmp_path: Path) -> None:
+    script = _hidden_script(tmp_path)
+    repo = workspace(make_repo, tmp_path, ONE_LINE, gates=f'[gates.tests]\ncommand = ["{script}"]\ntimeout = "60s"\n')
+    db = Database.open_default()
+
+    with pytest.raises(VisibilityError) as refused:
+        start_run(repo, db=db)
+
+    text = str(refused.value)
+    assert str(script) in text and "/tmp" in text and "readable = [" in text, text
+    assert db.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0, "no run was created"
+
+
+def test_a_program_the_gates_script_runs_hidden_is_broken_at_baseline(make_repo, tmp_path: Path) -> None:
+    # Preflight sees the committed wrapper, not what it runs: the baseline shows it, with the fix.
+    script = _hidden_script(tmp_path)
+    gate = '[gates.tests]\ncommand = ["sh", "ci.sh"]\ntimeout = "60s"\n'
+    repo = workspace(make_repo, tmp_path, ONE_LINE, gates=gate, files={"ci.sh": f"#!/bin/sh\nexec {script}\n"})
 
     detail = _blocked_before_iteration_1(repo, "broken on the base commit", "could not run", str(script))
     assert "policy.readable" in detail

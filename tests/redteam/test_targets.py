@@ -22,6 +22,7 @@ import pytest
 from onloop.gates.checks import CheckStatus
 from onloop.loop.baseline import load_baseline
 from onloop.loop.stop import StopReason
+from onloop.policy.visibility import VisibilityError
 from onloop.testing import Edit, Scenario, Step
 from tests.redteam.gatekit import (
     PYTEST_GATE,
@@ -199,10 +200,10 @@ def test_exit_code_gate_met_by_the_work(make_repo, tmp_path: Path, request) -> N
 def _broken(host_dir: Path) -> dict[str, tuple[str, dict[str, str], tuple[str, ...]]]:
     tool = host_dir / "lint.sh"
     return {
-        "not_found": ('[gates.tests]\ncommand = ["calc-lint-not-installed", "--check"]\ntimeout = "30s"\n', {},
-                      ("could not run", "not visible in the sandbox")),
-        "not_visible_in_sandbox": (f'[gates.tests]\ncommand = ["{tool}"]\ntimeout = "30s"\n', {},
-                                   ("could not run", "not visible in the sandbox")),
+        # A committed script whose own command the sandbox hides: preflight sees the script, not what
+        # it runs, so the baseline is where it shows.
+        "runs_a_hidden_program": ('[gates.tests]\ncommand = ["sh", "lint-all.sh"]\ntimeout = "30s"\n',
+                                  {"lint-all.sh": f"#!/bin/sh\nexec {tool} --check\n"}, ("could not run",)),
         "conftest_import_error": (PYTEST_GATE, {"tests/conftest.py": "import calc_fixtures_not_installed\n"},
                                   ("exit status 4", "calc_fixtures_not_installed")),
         "no_tests_collected": (pytest_gate(target="checks"), {"checks/README.txt": "no tests here\n"},
@@ -210,8 +211,7 @@ def _broken(host_dir: Path) -> dict[str, tuple[str, dict[str, str], tuple[str, .
     }
 
 
-@pytest.mark.parametrize("variant", ["not_found", "not_visible_in_sandbox", "conftest_import_error",
-                                     "no_tests_collected"])
+@pytest.mark.parametrize("variant", ["runs_a_hidden_program", "conftest_import_error", "no_tests_collected"])
 def test_broken_gate_at_baseline_blocks_before_iteration_1(variant: str, make_repo, tmp_path: Path, host_dir: Path,
                                                            request) -> None:
     tool = host_dir / "lint.sh"
@@ -229,6 +229,26 @@ def test_broken_gate_at_baseline_blocks_before_iteration_1(variant: str, make_re
     assert "Fix:" in a.outcome.detail
     assert_not_done(a)
     classify(request, "caught")
+
+
+@pytest.mark.parametrize("variant", ["not_found", "not_visible_in_sandbox"])
+def test_a_gate_program_the_sandbox_cannot_see_is_refused_before_the_run(variant: str, make_repo, tmp_path: Path,
+                                                                          host_dir: Path, request) -> None:
+    tool = host_dir / "lint.sh"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    command = {"not_found": '["calc-lint-not-installed", "--check"]', "not_visible_in_sandbox": f'["{tool}"]'}[variant]
+    gates = f'[gates.tests]\ncommand = {command}\ntimeout = "30s"\n'
+
+    with pytest.raises(VisibilityError) as refused:
+        run_attack(make_repo, tmp_path, every_iteration(claim(README)), files={"README.md": "# calc\n"}, gates=gates,
+                   max_iterations=3, guard=(host_dir,))
+
+    text = str(refused.value)
+    assert "gates.tests" in text, text
+    if variant == "not_visible_in_sandbox":
+        assert str(tool) in text and "readable" in text, text
+    classify(request, "blocked")
 
 
 # -- differential gates: a port judged against the base's reference ------------------------------------------

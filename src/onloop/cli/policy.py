@@ -1,4 +1,5 @@
-"""`onloop policy show` and `onloop policy check`: thin commands over `onloop.policy.effective`."""
+"""`onloop policy show` and `onloop policy check`: thin commands over `onloop.policy.effective` and
+`onloop.policy.visibility`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from onloop.config import load_config
 from onloop.errors import OnloopError
 from onloop.policy.effective import check_policy, exit_code_for, load_policy, policy_rows
+from onloop.policy.visibility import Problem, Resolution, VisibilityError, check_config, readable_line, shown
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="onloop.toml to read (default: ./onloop.toml)")
@@ -44,18 +47,34 @@ def show(
 
 
 def check(config: ConfigOption = None) -> None:
-    """Validate the policy and check that this machine can enforce it (exit 2 invalid, 16 blocked)."""
+    """Validate the policy, check that this machine can enforce it, and that the sandbox sees every
+    program the gates and backends start (exit 2 invalid or not visible, 16 blocked)."""
     try:
         loaded = load_policy(config)
+        programs = check_config(load_config(loaded.path), loaded.path.parent.resolve()) if loaded.path else []
     except OnloopError as exc:
         _fail(exc)
     typer.echo(f"policy from {loaded.path or 'defaults (no onloop.toml here)'}: valid")
     results = check_policy(loaded.policy)
     for result in results:
         typer.echo(f"  {result.status.upper():<4}  {result.name}: {result.detail}")
+    for item in programs:
+        if isinstance(item, Resolution):
+            files = " -> ".join(shown(path) for path in item.files)
+            typer.echo(f"  OK    {item.program.key}: `{item.program.name}` runs {files}")
+        else:
+            typer.echo(f"  FAIL  {item.message(loaded.policy.readable)}")
+    problems = [item for item in programs if isinstance(item, Problem)]
+    added = [path for problem in problems for path in problem.readable]
+    if len(problems) > 1 and added:
+        typer.echo(f"  all at once: {readable_line(loaded.policy.readable, added)} under [policy] in onloop.toml")
     code = exit_code_for(results)
     if code:
         typer.echo("blocked: runs under this policy would refuse to start", err=True)
+    elif problems:
+        code = VisibilityError.exit_code
+        typer.echo("refused: runs would not start while the sandbox cannot see these programs", err=True)
+    if code:
         raise typer.Exit(code)
 
 

@@ -271,10 +271,14 @@ def model_endpoint(config: Config) -> str | None:
 
 
 def preflight(config: Config, workspace: Path) -> None:
-    """Operator mistakes that would only show once a run exists: found before creating one."""
+    """Operator mistakes that would only show once a run exists: found before creating one. Among
+    them, a gate's or backend's program the sandbox cannot see (`VisibilityError`, exit code 2)."""
+    from onloop.policy.visibility import require_visible
+
     for name in filter(None, (config.run.backend, config.run.fallback_backend)):
         make_backend(config, name, workspace)
     model_endpoint(config)
+    require_visible(config, workspace)
 
 
 def make_backend(config: Config, name: str, workspace: Path) -> AgentBackend:
