@@ -31,7 +31,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from typing import Any
@@ -129,7 +129,7 @@ def _summary(source: str, unit: str, stacks: Iterable[tuple[Sequence[Frame], flo
     names = set(total_time)
 
     def busiest(name: str) -> tuple[tuple[str, float], ...]:
-        spots = line_time.get(name, {})
+        spots: Mapping[str, float] = line_time.get(name, {})
         return tuple(sorted(spots.items(), key=lambda item: (-item[1], item[0]))[:_LINES_SHOWN])
 
     def rows(counter: defaultdict[str, float]) -> tuple[FunctionTime, ...]:
