@@ -12,7 +12,7 @@ import pytest
 from backendhelpers import Harness, fix_calc_scenario, fixture_path, spec
 
 from onloop.backends import create_backend
-from onloop.backends.base import AgentStatus
+from onloop.backends.base import AgentStatus, PermissionDenial
 from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions, ClaudeStreamParser, create
 from onloop.errors import ConfigError
 from onloop.policy.agent_cli import prepare_claude
@@ -110,7 +110,7 @@ def test_custom_base_url_makes_the_cost_unknown() -> None:
 def test_permission_denials_are_listed() -> None:
     denial = [{"tool_name": "Bash", "tool_use_id": "t", "tool_input": {"command": "curl x"}}]
     ok = parse(with_result(SUCCESS, permission_denials=denial), exit_code=0)
-    assert ok.status is AgentStatus.OK and ok.permission_denials == ("Bash",)
+    assert ok.status is AgentStatus.OK and ok.permission_denials == (PermissionDenial("Bash", "curl x"),)
     denied = parse(with_result(SUCCESS, is_error=True, result="blocked", permission_denials=denial), exit_code=1)
     assert denied.status is AgentStatus.DENIED
 

@@ -175,3 +175,64 @@ def test_real_codex_in_the_loop_under_the_sandbox(make_repo, tmp_path: Path, out
     transcript = Path(store.get_iteration(db, row.id, 1)["transcript_path"]).read_text()
     assert outcome.reason is StopReason.DONE, transcript[-3000:]
     assert "def mul" in (Path(row.worktree) / "calc.py").read_text()
+
+
+ANTHROPIC_401 = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+OPENAI_401 = {"error": {"message": "Incorrect API key provided: sk-dummy.", "type": "invalid_request_error",
+                        "param": None, "code": "invalid_api_key"}}
+
+
+def test_real_claude_refused_key_is_auth_failed_within_seconds(harness: Harness,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    binary = require("claude")
+    monkeypatch.setenv("ONLOOP_TEST_ANTHROPIC_KEY", "sk-ant-refused")
+    with FakeModelServer([], default=Turn(status=401, error=ANTHROPIC_401)) as server, allow_real_calls():
+        backend = ClaudeCodeBackend("claude", ClaudeOptions(command=[binary], model="fake-claude", base_url=server.url,
+                                                            api_key_env="ONLOOP_TEST_ANTHROPIC_KEY"))
+        started = time.monotonic()
+        result = backend.run(harness.request(timeout=300, env={"HOME": str(harness.root)}))
+        seconds = time.monotonic() - started
+        calls = len([r for r in server.requests if r.wire == "anthropic"])
+    assert result.status is AgentStatus.AUTH_FAILED, result.error
+    assert "ANTHROPIC_API_KEY" in (result.error or "") and "Invalid API key" in (result.error or "")
+    assert calls == 3 and seconds < 15  # one call and the two retries CLAUDE_CODE_MAX_RETRIES allows
+
+
+def test_real_codex_refused_key_is_stopped_at_the_second_refusal(harness: Harness, outside_tmp: Path) -> None:
+    import time
+
+    binary = require("codex")
+    with FakeModelServer([], default=Turn(status=401, error=OPENAI_401)) as server, allow_real_calls():
+        backend = CodexBackend("codex", CodexOptions(command=[binary], model="fake-model",
+                                                     base_url=server.openai_base_url, codex_home=str(outside_tmp)))
+        started = time.monotonic()
+        result = backend.run(harness.request(timeout=300))
+        seconds = time.monotonic() - started
+    assert result.status is AgentStatus.AUTH_FAILED, result.error
+    assert "401 Unauthorized" in (result.error or "") and "backends.codex.api_key_env" in (result.error or "")
+    assert seconds < 10  # Codex alone retries five times, with a backoff of 6 s in all
+
+
+def test_real_claude_guard_denial_is_reported(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A protected path: onloop's guard hook refuses the Edit; the run succeeds with the denial listed."""
+    from onloop.backends.base import PermissionDenial
+    from onloop.gates.hallucination import check_claimed_paths
+    from onloop.policy.model import Policy
+
+    binary = require("claude")
+    monkeypatch.setenv("ONLOOP_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    calc = str(harness.repo / "calc.py")
+    edit = tool_call("Edit", file_path=calc, old_string="return a - b", new_string="return a + b")
+    turns = [Turn(tool_calls=(tool_call("Read", file_path=calc),)), Turn(tool_calls=(edit,)),
+             Turn(text="I could not change calc.py: the edit was blocked by a hook.")]
+    with FakeModelServer(turns, default=Turn(text="ok")) as server, allow_real_calls():
+        backend = ClaudeCodeBackend("claude", ClaudeOptions(command=[binary], model="fake-claude", base_url=server.url,
+                                                            api_key_env="ONLOOP_TEST_ANTHROPIC_KEY"),
+                                    policy=Policy(protected=["calc.py"]))
+        result = backend.run(harness.request(timeout=120, env={"HOME": str(harness.root)}))
+    assert result.status is AgentStatus.OK, result.error
+    assert result.permission_denials == (PermissionDenial("Edit", calc),)
+    assert "a - b" in (harness.repo / "calc.py").read_text()
+    assert check_claimed_paths(result.final_message, []) == []

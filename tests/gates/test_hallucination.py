@@ -237,3 +237,67 @@ CARGO_LOCK = 'version = 3\n\n[[package]]\nname = "serde-json"\nversion = "1.0.0"
 ])
 def test_lock_file_names(path: str, content: str, expected: set[tuple[str, str]]) -> None:
     assert lock_file_names(path, content) == expected
+
+
+# What agents say when their edits did not happen: none of these claims a completed edit of calc.py.
+NOT_CLAIMS = [
+    "I could not change calc.py: permission to edit it was denied.",
+    "I couldn't modify calc.py because the write was refused.",
+    "I was unable to update `calc.py`.",
+    "I did not touch calc.py.",
+    "I didn't edit calc.py, as you asked.",
+    "I wasn't able to write calc.py.",
+    "I failed to patch calc.py.",
+    "I'd need permission to edit calc.py to apply the fix.",
+    "The fix should be applied to calc.py by someone with write access.",
+    "calc.py still needs to be changed: add() returns a - b.",
+    "My attempt to rewrite calc.py was blocked by the guard hook.",
+    "The edit to calc.py was denied.",
+    "I tried to edit calc.py, but the permission system said no.",
+    "calc.py was not modified.",
+    "I never changed calc.py.",
+    "I have not yet updated calc.py.",
+    "I changed nothing in calc.py.",
+    "If you update calc.py so that add() returns a + b, the test passes.",
+    "Suggested change for calc.py: return a + b.",
+    "Without permission I cannot fix calc.py.",
+    "I would have updated calc.py, had the write been allowed.",
+    "Files I could not change:\n- calc.py\n- tests/test_calc.py",
+]
+
+
+@pytest.mark.parametrize("message", NOT_CLAIMS)
+def test_negated_and_hypothetical_edits_are_not_claims(message: str) -> None:
+    assert claimed_paths(message) == []
+    assert check_claimed_paths(message, []) == []
+
+
+@pytest.mark.parametrize(("message", "claimed"), [
+    ("I fixed calc.py but could not change tests/test_calc.py.", ["calc.py"]),
+    ("I couldn't edit setup.cfg, so I updated pyproject.toml instead.", ["pyproject.toml"]),
+    ("Although I was unable to run the tests, I fixed calc.py.", ["calc.py"]),
+    ("I did not touch README.md and rewrote calc.py from scratch.", ["calc.py"]),
+    ("calc.py and utils.py were updated; docs/api.md was not.", ["calc.py", "utils.py"]),
+    ("I managed to fix calc.py after all.", ["calc.py"]),
+    ("I was able to edit calc.py once the hook allowed it.", ["calc.py"]),
+    ("- Fix add() in calc.py\n- Add tests/test_mul.py", ["calc.py", "tests/test_mul.py"]),
+    ("Changes:\n- calc.py\n- calc_test.py: could not edit (permission denied)", ["calc.py"]),
+    ("I updated calc.py, utils.py and tests/test_calc.py.", ["calc.py", "utils.py", "tests/test_calc.py"]),
+])
+def test_completed_edits_are_claims_next_to_ones_that_did_not_happen(message: str, claimed: list[str]) -> None:
+    assert claimed_paths(message) == claimed
+
+
+def test_a_verb_inside_a_path_is_not_a_verb() -> None:
+    assert claimed_paths("I read src/update.py and docs/changes.md.") == []
+
+
+def test_the_real_final_message_of_a_run_whose_writes_were_denied() -> None:
+    """Claude Code 2.1.197 with Edit and Write denied (tests/data/agent-cli/claude-permission-denied.jsonl):
+    the run ends "success", and its final message is no false claim that calc.py changed."""
+    import json
+
+    data = Path(__file__).resolve().parent.parent / "data" / "agent-cli" / "claude-permission-denied.jsonl"
+    result = json.loads(data.read_text().splitlines()[-1])
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["Edit", "Write"]
+    assert check_claimed_paths(result["result"], []) == []

@@ -14,6 +14,7 @@ from onloop.backends.base import (
     BackendFactory,
     BackendSpec,
     Capabilities,
+    PermissionDenial,
 )
 from onloop.plugins import Registry
 
@@ -26,6 +27,7 @@ __all__ = [
     "BackendFactory",
     "BackendSpec",
     "Capabilities",
+    "PermissionDenial",
     "create_backend",
     "registry",
 ]

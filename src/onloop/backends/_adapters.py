@@ -8,7 +8,8 @@
   rename, so a CLI starting at the same moment never reads half a file;
 - `pass_api_key`: which key variable an adapter hands the CLI, for a hosted provider or a custom
   `base_url` (a local server with no key configured still wants some key, any key);
-- `failure_result`: a failed run is RATE_LIMITED when its error is a rate limit, else FAILED;
+- `failure_result`: a failed run is AUTH_FAILED when its error says the credentials were refused,
+  RATE_LIMITED when it is a rate limit, else FAILED;
 - `price`: where a run's dollars come from, the same rule for every adapter that does not get a
   trustworthy figure from the CLI itself (see `onloop.usage.CostSource`).
 """
@@ -19,12 +20,13 @@ import logging
 import os
 import tempfile
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from onloop.backends import ratelimits
+from onloop.backends import _schema, ratelimits
 from onloop.backends._cli import pass_secret
+from onloop.backends.auth import is_auth_failure
 from onloop.backends.base import AgentResult, AgentStatus
 from onloop.models.config import Prices
 from onloop.usage import Cost, CostSource, Usage
@@ -39,13 +41,11 @@ def short(text: str, limit: int = 200) -> str:
 
 
 def money(value: object) -> Decimal | None:
-    """A dollar figure an agent printed, or None (logged) when it is not a number."""
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        log.warning("ignoring a cost that is not a number: %.50r", value)
-        return None
-    return amount if amount.is_finite() else None
+    """A dollar figure an agent printed, or None (logged) when it is not a finite number >= 0."""
+    amount = _schema.money(value)
+    if amount is None:
+        log.warning("ignoring a cost that is not a finite number >= 0: %.50r", value)
+    return amount
 
 
 def backend_home(kind: str, name: str, explicit: str | None) -> Path:
@@ -95,7 +95,10 @@ def pass_api_key(
 
 
 def failure_result(error: str, text: str, now: datetime, common: dict[str, Any]) -> AgentResult:
-    """A run that failed with `error`: RATE_LIMITED (with the reset) when it is a rate limit, else FAILED."""
+    """A run that failed with `error` (the CLI's own error text): AUTH_FAILED when it says the credentials
+    were refused, RATE_LIMITED (with the reset) when it is a rate limit, else FAILED."""
+    if is_auth_failure(error):
+        return AgentResult(AgentStatus.AUTH_FAILED, text, error=error[:300], **common)
     hit = ratelimits.detect(error, now)
     if hit is not None:
         return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset, **common)

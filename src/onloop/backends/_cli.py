@@ -6,6 +6,10 @@ This module runs the process (under the request's sandbox, with the request's ti
 streamed to the run log) and drives the parser, so every adapter gets the same guarantees: a partial
 transcript survives a crash, `parse_log` replays a log file through the very same parser, and a
 timeout kills the CLI's whole process group (Codex, for one, retries a dead endpoint forever).
+
+A parser can also end the run early: once `abort_reason` says the CLI is retrying something that no
+retry can fix (refused credentials), the CLI's process group is killed at once and the parser's
+verdict is taken from what it has read, instead of waiting out the CLI's own backoff.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ class StreamParser(Protocol):
     def finish(self, *, exit_code: int | None, timed_out: bool, log_path: Path | None) -> AgentResult:
         """The result once the output has ended (cut off, possibly, by a crash or a timeout)."""
         ...
+
+    def abort_reason(self) -> str | None:
+        """Why the CLI should be stopped now (it retries what cannot succeed), or None to let it run."""
+        ...
+
+
+class _Abort(Exception):
+    """Raised from the line callback to end the CLI early; `run_process` kills its process group while
+    the exception passes through it (the same cleanup as for any error), and `run_cli` catches it."""
 
 
 def agent_env(request: AgentRequest, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -93,6 +106,9 @@ def run_cli(
         for event in parser.feed(line):
             if request.on_event is not None:
                 request.on_event(event)
+        reason = parser.abort_reason()
+        if reason is not None:
+            raise _Abort(reason)
 
     try:
         outcome = run_process(
@@ -104,6 +120,9 @@ def run_cli(
         )
     except FileNotFoundError as exc:
         raise BackendError(f"cannot start the agent: {exc}", run_id=request.run_id) from exc
+    except _Abort as abort:
+        log.warning("stopped the agent early: %s", abort)
+        return parser.finish(exit_code=None, timed_out=False, log_path=request.log_path)
     return parser.finish(exit_code=outcome.exit_code, timed_out=outcome.timed_out, log_path=request.log_path)
 
 

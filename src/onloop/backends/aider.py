@@ -11,7 +11,8 @@ it reads the lines aider prints for a human (transcript `tests/data/agent-cli/ai
 - ``Applied edit to calc.py`` and ``Commit 3c06d70 ...`` are events;
 - ``litellm.RateLimitError: ...`` / "The API provider has rate limited you" / "Retrying in 0.2
   seconds..." is a rate limit only if no answer follows it (aider retries by itself first);
-  other ``litellm.*Error`` lines with no answer after them make the run FAILED.
+  other ``litellm.*Error`` lines with no answer after them make the run FAILED, AUTH_FAILED when they say
+  the key was refused (``litellm.AuthenticationError``, a 401).
 
 Side effects suppressed by the argv: auto-commits (onloop makes the checkpoint commits), `.gitignore`
 edits, history files in the worktree (they go to the scratch dir), update checks, analytics, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from onloop.backends import ratelimits
 from onloop.backends._adapters import money, price, short
 from onloop.backends._cli import agent_env, pass_secret, replay_log, resolve_command, run_cli, warn_missing_capabilities
+from onloop.backends.auth import KeyHint, auth_failed_message, is_auth_failure
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -72,6 +75,7 @@ class AiderOptions(BaseModel):
 
 class AiderBackend:
     capabilities = CAPABILITIES
+    kind = "aider"
 
     def __init__(self, name: str, options: AiderOptions, clock: Clock | None = None) -> None:
         self.name = name
@@ -124,10 +128,18 @@ class AiderBackend:
     def run(self, request: AgentRequest) -> AgentResult:
         request.scratch_dir.mkdir(parents=True, exist_ok=True)
         (request.scratch_dir / "prompt.md").write_text(request.prompt, encoding="utf-8")
-        return run_cli(request, self.argv(request), self.env(request), self.parser())
+        return self.explain(run_cli(request, self.argv(request), self.env(request), self.parser()))
 
     def parse_log(self, log_path: Path) -> AgentResult:
-        return replay_log(self.parser(), log_path)
+        return self.explain(replay_log(self.parser(), log_path))
+
+    def explain(self, result: AgentResult) -> AgentResult:
+        """A refused key becomes a message that names this backend and the variable to fix."""
+        if result.status is not AgentStatus.AUTH_FAILED:
+            return result
+        passed = "OPENAI_API_KEY" if self.options.base_url else None
+        hint = KeyHint(self.name, self.kind, self.options.api_key_env, passed_as=passed, suggested="OPENAI_API_KEY")
+        return replace(result, error=auth_failed_message(hint, result.error or ""))
 
 
 def create(spec: BackendSpec) -> AiderBackend:
@@ -164,6 +176,9 @@ class AiderOutputParser:
         events = self._events(line.rstrip("\r"))
         self.events += len(events)
         return events
+
+    def abort_reason(self) -> str | None:
+        return None  # aider gives up by itself after a few retries
 
     def _events(self, line: str) -> list[AgentEvent]:
         tokens = _TOKENS.match(line)
@@ -229,6 +244,8 @@ class AiderOutputParser:
         hit = ratelimits.detect(problem, self.now()) if self.pending_limit else None
         if hit is not None:
             return AgentResult(AgentStatus.RATE_LIMITED, text, error=hit.message, rate_limit_reset=hit.reset, **common)
+        if self.pending_error and is_auth_failure(problem):
+            return AgentResult(AgentStatus.AUTH_FAILED, text, error=problem[:300], **common)
         if problem or (exit_code is not None and exit_code > 0):
             error = problem[:300] or f"aider exited with status {exit_code}"
             return AgentResult(AgentStatus.FAILED, text, error=error, **common)

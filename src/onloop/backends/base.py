@@ -8,6 +8,13 @@ knows nothing else about it. One narrow method, `run`, and declared capabilities
 Every backend returns the same `AgentResult`, whatever it wraps. The raw output is always streamed to
 `request.log_path` while the agent runs, so that a crash of the agent or of onloop keeps the partial
 transcript, and `parse_log` can recover usage from it after a `kill -9` (used by `--resume`).
+
+Two things in a result are easy to lose and expensive to miss, so they have fields of their own:
+`permission_denials` (actions the agent's own permission system or onloop's guard hook refused: a run
+can "succeed" having changed nothing), and status AUTH_FAILED (the provider refused the credentials:
+unlike every other failure, trying again cannot help, so the loop stops at once). `malformed_events`
+counts output the adapter could not read against the CLI's schema and skipped, so a CLI that changed
+its format shows up as a number instead of an exception or silent zeros.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ class AgentStatus(enum.Enum):
     DENIED = "denied"
     RATE_LIMITED = "rate_limited"
     CRASHED = "crashed"  # killed by a signal or ended without a final result
+    AUTH_FAILED = "auth_failed"  # the provider refused the credentials: retrying cannot fix it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,17 @@ class AgentRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PermissionDenial:
+    """One action the agent asked for and was refused: the tool and what it was aimed at."""
+
+    tool: str
+    target: str = ""  # the file, the command or the URL, when the CLI said
+
+    def __str__(self) -> str:
+        return f"{self.tool} {self.target}".strip()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentResult:
     status: AgentStatus
     final_message: str = ""
@@ -88,11 +107,17 @@ class AgentResult:
     model: str | None = None
     error: str | None = None
     rate_limit_reset: datetime | None = None
-    permission_denials: tuple[str, ...] = ()
+    permission_denials: tuple[PermissionDenial, ...] = ()
+    malformed_events: int = 0  # output events (or their usage or cost) that did not match the schema
 
     @property
     def failed(self) -> bool:
         return self.status not in (AgentStatus.OK, AgentStatus.RATE_LIMITED)
+
+    @property
+    def fatal(self) -> bool:
+        """A failure that no retry can fix: the run must stop now, not after N more failures."""
+        return self.status is AgentStatus.AUTH_FAILED
 
 
 @runtime_checkable

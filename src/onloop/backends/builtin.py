@@ -15,10 +15,15 @@ is a `ConfigError` naming `backends.NAME.KEY`:
 
 The result has the same shape as the CLI adapters'. The capabilities are complete: the built-in agent
 reports every event, its tokens and its cost, and it can only do what its structural tools allow.
+
+A model call refused with HTTP 401 or 403 ends the invocation as AUTH_FAILED, with a message naming the
+variable that holds the key: the agent loop sees only a failed model call, so the backend watches the
+model's errors through a thin wrapper (`_RefusalWatch`) instead of parsing messages after the fact.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,13 +32,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from onloop.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentOptions, run_agent
 from onloop.agent.tools import ActionSpec
 from onloop.agent.transcript import parse_log
-from onloop.backends.base import AgentRequest, AgentResult, BackendSpec, Capabilities
+from onloop.backends.auth import AUTH_STATUSES, KeyHint, auth_failed_message
+from onloop.backends.base import AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.clock import Clock
 from onloop.config import parse_duration
 from onloop.errors import ConfigError
 from onloop.models import create_model
-from onloop.models.base import ChatModel
-from onloop.models.config import ModelConfig
+from onloop.models.base import ChatModel, ModelError, ModelRequest, ModelResponse
+from onloop.models.config import DEFAULT_KEY_ENVS, ModelConfig
 from onloop.policy.model import parse_size
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -69,22 +75,46 @@ class BuiltinOptions(ModelConfig):
                             system_prompt=self.system_prompt or DEFAULT_SYSTEM_PROMPT)
 
 
+class _RefusalWatch:
+    """A `ChatModel` that remembers the last call refused for its credentials (HTTP 401 or 403)."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+        self.name = model.name
+        self.refused: ModelError | None = None
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        try:
+            return self.model.complete(request)
+        except ModelError as exc:
+            self.refused = exc if exc.status in AUTH_STATUSES else None
+            raise
+
+
 class BuiltinBackend:
     """`AgentBackend` running onloop's own agent over a `ChatModel`."""
 
+    kind = "builtin"
     capabilities = Capabilities(structured_events=True, token_usage=True, cost=True, resume=False,
                                 permission_control=True)
 
     def __init__(self, name: str, model: ChatModel, *, actions: dict[str, ActionSpec] | None = None,
-                 options: AgentOptions | None = None, clock: Clock | None = None) -> None:
+                 options: AgentOptions | None = None, clock: Clock | None = None,
+                 key_hint: KeyHint | None = None) -> None:
         self.name = name
         self.model = model
         self.actions = dict(actions or {})
         self.options = options or AgentOptions()
         self.clock = clock
+        self.key_hint = key_hint or KeyHint(name, self.kind, None, passed_as=None, suggested="the API key's variable")
 
     def run(self, request: AgentRequest) -> AgentResult:
-        return run_agent(self.model, request, actions=self.actions, options=self.options, clock=self.clock)
+        watched = _RefusalWatch(self.model)
+        result = run_agent(watched, request, actions=self.actions, options=self.options, clock=self.clock)
+        if result.status is AgentStatus.FAILED and watched.refused is not None:
+            return replace(result, status=AgentStatus.AUTH_FAILED,
+                           error=auth_failed_message(self.key_hint, str(watched.refused)))
+        return result
 
     def parse_log(self, log_path: Path) -> AgentResult:
         return parse_log(log_path)
@@ -111,4 +141,7 @@ def create(spec: BackendSpec) -> BuiltinBackend:
     except ConfigError as exc:
         raise ConfigError(exc.detail, key=f"backends.{spec.name}.{exc.key or 'provider'}",
                           allowed=exc.allowed) from exc
-    return BuiltinBackend(spec.name, model, actions=options.actions(), options=options.agent_options())
+    hint = KeyHint(spec.name, "builtin", settings.api_key_env, passed_as=None,
+                   suggested=DEFAULT_KEY_ENVS.get(settings.provider, "the API key's variable"))
+    return BuiltinBackend(spec.name, model, actions=options.actions(), options=options.agent_options(),
+                          key_hint=hint)

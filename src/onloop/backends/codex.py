@@ -23,7 +23,15 @@ Traps handled (all observed on a real binary, see shared/research/agent-clis.md)
   `_adapters.price` (the options' `prices`, else the model's list price, else unknown; always unknown
   behind a custom `base_url` without `prices`);
 - usage limits arrive as ``error`` + ``turn.failed`` ("You've hit your usage limit ... try again at
-  ...", or "exceeded retry limit, last status: 429"): that is RATE_LIMITED with the reset time.
+  ...", or "exceeded retry limit, last status: 429"): that is RATE_LIMITED with the reset time;
+- a refused key is retried like a dropped stream: ``Reconnecting... 1/5 (unexpected status 401
+  Unauthorized: ...)`` five times with a growing backoff before ``turn.failed`` (codex-cli 0.171.0,
+  `tests/data/agent-cli/codex-auth-401.jsonl`). Its retry count can only be set for a custom provider,
+  not for the built-in one, so onloop stops Codex at the second refused attempt (one retry is left for a
+  ChatGPT token refresh) and reports AUTH_FAILED with the variable to fix.
+
+Every event is validated against a model of the fields read here (`onloop.backends._schema`): one that
+does not match is skipped and counted in `AgentResult.malformed_events`.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from onloop.backends._adapters import (
     write_atomic,
 )
 from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli, warn_missing_capabilities
+from onloop.backends._schema import Event, Tokens, parse
+from onloop.backends.auth import KeyHint, auth_failed_message, is_auth_failure
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -61,6 +71,7 @@ log = logging.getLogger(__name__)
 
 CAPABILITIES = Capabilities(structured_events=True, token_usage=True, cost=False, resume=False)
 LOCAL_KEY_VAR = "ONLOOP_CODEX_API_KEY"
+AUTH_ATTEMPTS = 2  # refused attempts after which Codex is stopped (the second is after a token refresh)
 _LAST_MESSAGE = "codex-last-message.txt"
 _TOOL_ITEMS = frozenset({"command_execution", "file_change", "mcp_tool_call", "web_search", "todo_list"})
 
@@ -85,6 +96,7 @@ class CodexOptions(BaseModel):
 
 class CodexBackend:
     capabilities = CAPABILITIES
+    kind = "codex"
 
     def __init__(self, name: str, options: CodexOptions, clock: Clock | None = None,
                  policy: Policy | None = None) -> None:
@@ -146,10 +158,21 @@ class CodexBackend:
         env = self.env(request)
         result = run_cli(request, self.argv(request), env, self.parser(), stdin=request.prompt.encode(),
                          writable=(self.home,))
-        return _with_last_message(result, request.scratch_dir / _LAST_MESSAGE)
+        return self.explain(_with_last_message(result, request.scratch_dir / _LAST_MESSAGE))
 
     def parse_log(self, log_path: Path) -> AgentResult:
-        return replay_log(self.parser(), log_path)
+        return self.explain(replay_log(self.parser(), log_path))
+
+    def explain(self, result: AgentResult) -> AgentResult:
+        """A refused key becomes a message that names this backend and the variable to fix."""
+        if result.status is not AgentStatus.AUTH_FAILED:
+            return result
+        o = self.options
+        hosted = o.base_url is None
+        hint = KeyHint(self.name, self.kind, o.api_key_env, passed_as="CODEX_API_KEY" if hosted else None,
+                       suggested="OPENAI_API_KEY",
+                       login=f"log Codex in once with `CODEX_HOME={self.home} codex login`" if hosted else None)
+        return replace(result, error=auth_failed_message(hint, result.error or ""))
 
 
 def create(spec: BackendSpec) -> CodexBackend:
@@ -181,6 +204,57 @@ def _with_last_message(result: AgentResult, path: Path) -> AgentResult:
     return replace(result, final_message=path.read_text(encoding="utf-8", errors="replace").strip())
 
 
+class _Thread(Event):
+    thread_id: str | None = None
+
+
+class _Change(Event):
+    path: str | None = None
+    kind: str | None = None
+
+
+class _Item(Event):
+    id: str | None = None
+    type: str
+    text: str | None = None
+    message: str | None = None
+    command: str | None = None
+    aggregated_output: str | None = None
+    exit_code: int | None = None
+    status: str | None = None
+    changes: list[_Change] | None = None
+    server: str | None = None
+    tool: str | None = None
+    query: str | None = None
+    items: list[Any] | None = None
+
+
+class _ItemEvent(Event):
+    item: _Item
+
+
+class _Usage(Event):
+    input_tokens: Tokens = 0
+    cached_input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+
+
+class _TurnCompleted(Event):
+    usage: Any = None  # validated on its own: a turn that completed counts even when its usage is garbage
+
+
+class _ErrorBody(Event):
+    message: str | None = None
+
+
+class _TurnFailed(Event):
+    error: _ErrorBody | str | None = None
+
+
+class _Error(Event):
+    message: str = ""
+
+
 class CodexStreamParser:
     """Parses `codex exec --json` lines: thread, turn and item events (unknown types are ignored)."""
 
@@ -190,11 +264,13 @@ class CodexStreamParser:
         self.model = model
         self.session_id: str | None = None
         self.events = 0
+        self.malformed = 0
         self.usage = Usage()
         self.turns_completed = 0
         self.last_message = ""
         self.failure: str | None = None  # the message of the last turn.failed
         self.errors: list[str] = []  # top-level error lines (reconnects, limits) and warning items
+        self.auth_retries = 0  # "Reconnecting..." lines for a refused key
         self.started: set[str] = set()
 
     def feed(self, line: str) -> list[AgentEvent]:
@@ -205,56 +281,80 @@ class CodexStreamParser:
         self.events += len(events)
         return events
 
+    def abort_reason(self) -> str | None:
+        if self.auth_retries >= AUTH_ATTEMPTS:
+            return self.errors[-1] if self.errors else "Codex retries refused credentials"
+        return None
+
     def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
         kind = obj.get("type")
         if kind == "thread.started":
-            self.session_id = str(obj.get("thread_id") or "") or self.session_id
+            thread = parse(_Thread, obj)
+            if thread is None:
+                return self._malformed()
+            self.session_id = thread.thread_id or self.session_id
             return [AgentEvent("system", f"thread {self.session_id}", obj)]
         if kind in ("item.started", "item.completed"):
-            item = obj.get("item")
-            return self._item(item, completed=kind == "item.completed") if isinstance(item, dict) else []
+            event = parse(_ItemEvent, obj)
+            if event is None:
+                return self._malformed()
+            return self._item(event.item, obj["item"], completed=kind == "item.completed")
         if kind == "turn.completed":
-            return self._turn_completed(obj)
+            turn = parse(_TurnCompleted, obj)
+            return self._malformed() if turn is None else [self._turn_completed(turn)]
         if kind == "turn.failed":
-            error = obj.get("error") or {}
-            self.failure = str(error.get("message") if isinstance(error, dict) else error) or "turn failed"
-            return [self._error_event(self.failure, obj)]
+            failed = parse(_TurnFailed, obj)
+            return self._malformed() if failed is None else [self._turn_failed(failed, obj)]
         if kind == "error":
-            message = str(obj.get("message", ""))
-            self.errors.append(message)
-            return [self._error_event(message, obj)]
+            error = parse(_Error, obj)
+            return self._malformed() if error is None else [self._error(error.message, obj)]
         return []  # turn.started, item.updated and types newer than this adapter
 
-    def _item(self, item: dict[str, Any], *, completed: bool) -> list[AgentEvent]:
-        item_type = str(item.get("type", ""))
-        item_id = str(item.get("id", ""))
-        if item_type == "agent_message" and completed:
-            self.last_message = str(item.get("text", ""))
-            return [AgentEvent("message", short(self.last_message), item)]
-        if item_type == "error" and completed:  # a warning: the turn goes on
-            self.errors.append(str(item.get("message", "")))
-            return [AgentEvent("error", short(str(item.get("message", ""))), item)]
-        if item_type not in _TOOL_ITEMS:
+    def _malformed(self) -> list[AgentEvent]:
+        self.malformed += 1
+        return []
+
+    def _item(self, item: _Item, raw: dict[str, Any], *, completed: bool) -> list[AgentEvent]:
+        if item.type == "agent_message" and completed:
+            self.last_message = item.text or ""
+            return [AgentEvent("message", short(self.last_message), raw)]
+        if item.type == "error" and completed:  # a warning: the turn goes on
+            self.errors.append(item.message or "")
+            return [AgentEvent("error", short(item.message or ""), raw)]
+        if item.type not in _TOOL_ITEMS:
             return []  # reasoning and unknown item types: kept in the raw log only
         events = []
-        if item_id not in self.started:
-            self.started.add(item_id)
-            events.append(AgentEvent("tool_call", _tool_summary(item), item))
+        if (item.id or "") not in self.started:
+            self.started.add(item.id or "")
+            events.append(AgentEvent("tool_call", _tool_summary(item), raw))
         if completed:
-            events.append(AgentEvent("tool_result", _result_summary(item), item))
+            events.append(AgentEvent("tool_result", _result_summary(item), raw))
         return events
 
-    def _turn_completed(self, obj: dict[str, Any]) -> list[AgentEvent]:
-        raw = obj.get("usage") or {}
-        usage = Usage(
-            input_tokens=int(raw.get("input_tokens") or 0),
-            output_tokens=int(raw.get("output_tokens") or 0),
-            cached_input_tokens=int(raw.get("cached_input_tokens") or 0),
-        )
+    def _turn_completed(self, turn: _TurnCompleted) -> AgentEvent:
+        raw = turn.usage if turn.usage is not None else {}
+        counted = parse(_Usage, raw)
+        if counted is None:
+            self.malformed += 1
+            counted = _Usage()
+        usage = Usage(input_tokens=counted.input_tokens, output_tokens=counted.output_tokens,
+                      cached_input_tokens=counted.cached_input_tokens)
         self.usage += usage
         self.turns_completed += 1
         self.failure = None  # a later turn that completes supersedes an earlier failure
-        return [AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out", raw)]
+        return AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out",
+                          raw if isinstance(raw, dict) else {})
+
+    def _turn_failed(self, failed: _TurnFailed, obj: dict[str, Any]) -> AgentEvent:
+        error = failed.error
+        self.failure = (error.message if isinstance(error, _ErrorBody) else error) or "turn failed"
+        return self._error_event(self.failure, obj)
+
+    def _error(self, message: str, obj: dict[str, Any]) -> AgentEvent:
+        self.errors.append(message)
+        if message.lower().startswith("reconnecting") and is_auth_failure(message):
+            self.auth_retries += 1
+        return self._error_event(message, obj)
 
     def _error_event(self, message: str, obj: dict[str, Any]) -> AgentEvent:
         return AgentEvent("rate_limit" if ratelimits.is_rate_limit(message) else "error", short(message), obj)
@@ -263,10 +363,14 @@ class CodexStreamParser:
         common: dict[str, Any] = {
             "events": self.events, "usage": self.usage, "cost": self.price(self.usage),
             "session_id": self.session_id, "exit_code": exit_code, "raw_log_path": log_path, "model": self.model,
+            "malformed_events": self.malformed,
         }
         text = self.last_message
         if timed_out:
             return AgentResult(AgentStatus.TIMEOUT, text, error=_timeout_reason(self.errors), **common)
+        aborted = self.abort_reason()
+        if aborted is not None:
+            return AgentResult(AgentStatus.AUTH_FAILED, text, error=aborted, **common)
         failure = self.failure
         if failure is None and exit_code is not None and exit_code > 0:
             failure = self.errors[-1] if self.errors else f"codex exited with status {exit_code}"
@@ -285,24 +389,21 @@ def _timeout_reason(errors: list[str]) -> str:
     return "agent timed out"
 
 
-def _tool_summary(item: dict[str, Any]) -> str:
-    item_type = item.get("type")
-    if item_type == "command_execution":
-        return f"exec {short(str(item.get('command', '')), 160)}"
-    if item_type == "file_change":
-        changes = item.get("changes") or []
-        paths = ", ".join(f"{c.get('kind', '?')} {c.get('path', '?')}" for c in changes if isinstance(c, dict))
+def _tool_summary(item: _Item) -> str:
+    if item.type == "command_execution":
+        return f"exec {short(item.command or '', 160)}"
+    if item.type == "file_change":
+        paths = ", ".join(f"{c.kind or '?'} {c.path or '?'}" for c in item.changes or [])
         return f"edit {short(paths, 160)}"
-    if item_type == "mcp_tool_call":
-        return f"mcp {item.get('server', '?')}.{item.get('tool', '?')}"
-    if item_type == "web_search":
-        return f"web_search {short(str(item.get('query', '')), 160)}"
-    return f"todo_list ({len(item.get('items') or [])} items)"
+    if item.type == "mcp_tool_call":
+        return f"mcp {item.server or '?'}.{item.tool or '?'}"
+    if item.type == "web_search":
+        return f"web_search {short(item.query or '', 160)}"
+    return f"todo_list ({len(item.items or [])} items)"
 
 
-def _result_summary(item: dict[str, Any]) -> str:
-    status = str(item.get("status", "completed"))
-    if item.get("type") == "command_execution":
-        output = short(str(item.get("aggregated_output", "")), 160)
-        return f"exit {item.get('exit_code')} ({status}): {output}"
-    return f"{item.get('type')} {status}"
+def _result_summary(item: _Item) -> str:
+    status = item.status or "completed"
+    if item.type == "command_execution":
+        return f"exit {item.exit_code} ({status}): {short(item.aggregated_output or '', 160)}"
+    return f"{item.type} {status}"

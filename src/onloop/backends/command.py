@@ -21,13 +21,16 @@ except `type`:
 The final message is the result's `text`, else the last message. A result `status` (one of onloop's
 statuses: ok, failed, max_turns, denied, rate_limited) is taken as the agent's own verdict, except
 that a non-zero exit is never OK. Dollars: the sum of `cost_usd` (REPORTED), else `prices`, else the
-`model`'s list price, else unknown.
+`model`'s list price, else unknown; one `cost_usd` that is not a finite number >= 0 makes it unknown.
+A line whose fields do not have these types is skipped and counted (`AgentResult.malformed_events`);
+`status = "auth_failed"` (or an error saying the key was refused) stops the run at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from onloop.backends import ratelimits
-from onloop.backends._adapters import money, price, short
+from onloop.backends._adapters import price, short
 from onloop.backends._cli import (
     agent_env,
     json_line,
@@ -46,6 +49,8 @@ from onloop.backends._cli import (
     run_cli,
     warn_missing_capabilities,
 )
+from onloop.backends._schema import Event, Tokens, money, parse
+from onloop.backends.auth import KeyHint, auth_failed_message, is_auth_failure
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -55,7 +60,38 @@ from onloop.usage import Cost, Usage
 TEXT_CAPABILITIES = Capabilities()
 JSONL_CAPABILITIES = Capabilities(structured_events=True, token_usage=True, cost=True)
 _VERDICTS = {s.value: s for s in (AgentStatus.OK, AgentStatus.FAILED, AgentStatus.MAX_TURNS, AgentStatus.DENIED,
-                                  AgentStatus.RATE_LIMITED)}
+                                  AgentStatus.RATE_LIMITED, AgentStatus.AUTH_FAILED)}
+
+
+class _Message(Event):
+    text: str = ""
+
+
+class _ToolCall(Event):
+    name: str = "?"
+    input: Any = None
+
+
+class _Usage(Event):
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cached_input_tokens: Tokens = 0
+    cost_usd: Any = None  # validated on its own (`money`)
+
+
+class _Error(Event):
+    message: str = ""
+
+
+class _Result(Event):
+    text: str | None = None
+    status: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+
+
+_SCHEMA: dict[str, type[Event]] = {"message": _Message, "tool_call": _ToolCall, "usage": _Usage, "error": _Error,
+                                   "result": _Result}
 
 
 class CommandOptions(BaseModel):
@@ -70,6 +106,8 @@ class CommandOptions(BaseModel):
 
 
 class CommandBackend:
+    kind = "command"
+
     def __init__(self, name: str, options: CommandOptions, clock: Clock | None = None) -> None:
         self.name = name
         self.options = options
@@ -95,10 +133,19 @@ class CommandBackend:
         )
 
     def run(self, request: AgentRequest) -> AgentResult:
-        return run_cli(request, self.argv(request), self.env(request), self.parser(), stdin=request.prompt.encode())
+        return self.explain(run_cli(request, self.argv(request), self.env(request), self.parser(),
+                                    stdin=request.prompt.encode()))
 
     def parse_log(self, log_path: Path) -> AgentResult:
-        return replay_log(self.parser(), log_path)
+        return self.explain(replay_log(self.parser(), log_path))
+
+    def explain(self, result: AgentResult) -> AgentResult:
+        """A refused key becomes a message that names this backend and the variable to fix."""
+        if result.status is not AgentStatus.AUTH_FAILED:
+            return result
+        hint = KeyHint(self.name, self.kind, self.options.api_key_env, passed_as=None,
+                       suggested="the variable holding its key")
+        return replace(result, error=auth_failed_message(hint, result.error or ""))
 
 
 def create(spec: BackendSpec) -> CommandBackend:
@@ -116,11 +163,13 @@ class CommandOutputParser:
         self.now = now
         self.price = price
         self.events = 0
+        self.malformed = 0
         self.usage = Usage()
         self.cost: Decimal | None = None
+        self.cost_malformed = False
         self.last_message = ""
         self.last_error: str | None = None
-        self.result: dict[str, Any] | None = None
+        self.result: _Result | None = None
         self.tail: deque[str] = deque(maxlen=20)  # the last non-empty lines, for the message and limits
 
     def feed(self, line: str) -> list[AgentEvent]:
@@ -133,47 +182,58 @@ class CommandOutputParser:
         self.events += len(events)
         return events
 
-    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
-        kind = obj.get("type")
-        if kind == "message":
-            self.last_message = str(obj.get("text", ""))
-            return [AgentEvent("message", short(self.last_message), obj)]
-        if kind == "tool_call":
-            return [AgentEvent("tool_call", f"{obj.get('name', '?')} {short(str(obj.get('input', '')), 160)}", obj)]
-        if kind == "usage":
-            return [self._usage(obj)]
-        if kind == "error":
-            self.last_error = str(obj.get("message", ""))
-            limited = ratelimits.is_rate_limit(self.last_error)
-            return [AgentEvent("rate_limit" if limited else "error", short(self.last_error), obj)]
-        if kind == "result":
-            self.result = obj
-            return [AgentEvent("result", short(str(obj.get("text", ""))), obj)]
-        return []
+    def abort_reason(self) -> str | None:
+        return None
 
-    def _usage(self, obj: dict[str, Any]) -> AgentEvent:
-        usage = Usage(int(obj.get("input_tokens") or 0), int(obj.get("output_tokens") or 0),
-                      int(obj.get("cached_input_tokens") or 0))
+    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        model = _SCHEMA.get(str(obj.get("type")))
+        if model is None:
+            return []
+        event = parse(model, obj)
+        if event is None:
+            self.malformed += 1
+            return []
+        if isinstance(event, _Message):
+            self.last_message = event.text
+            return [AgentEvent("message", short(event.text), obj)]
+        if isinstance(event, _ToolCall):
+            return [AgentEvent("tool_call", f"{event.name} {short(str(event.input or ''), 160)}", obj)]
+        if isinstance(event, _Usage):
+            return [self._usage(event, obj)]
+        if isinstance(event, _Error):
+            self.last_error = event.message
+            limited = ratelimits.is_rate_limit(event.message)
+            return [AgentEvent("rate_limit" if limited else "error", short(event.message), obj)]
+        assert isinstance(event, _Result)
+        self.result = event
+        return [AgentEvent("result", short(event.text or ""), obj)]
+
+    def _usage(self, event: _Usage, obj: dict[str, Any]) -> AgentEvent:
+        usage = Usage(event.input_tokens, event.output_tokens, event.cached_input_tokens)
         self.usage += usage
-        amount = money(obj["cost_usd"]) if obj.get("cost_usd") is not None else None
-        if amount is not None:
-            self.cost = (self.cost or Decimal("0")) + amount
+        if event.cost_usd is not None:
+            amount = money(event.cost_usd)
+            if amount is None:
+                self.malformed += 1
+                self.cost_malformed = True
+            else:
+                self.cost = (self.cost or Decimal("0")) + amount
         return AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out", obj)
 
     def final_message(self) -> str:
-        if self.result is not None and self.result.get("text"):
-            return str(self.result["text"])
+        if self.result is not None and self.result.text:
+            return self.result.text
         if self.jsonl:
             return self.last_message
         return self.tail[-1] if self.tail else ""
 
     def finish(self, *, exit_code: int | None, timed_out: bool, log_path: Path | None) -> AgentResult:
-        result = self.result or {}
-        model = str(result["model"]) if result.get("model") else None
+        result = self.result or _Result()
+        cost = Cost.unknown() if self.cost_malformed else self.price(self.usage, self.cost, result.model)
         common: dict[str, Any] = {
-            "events": self.events, "usage": self.usage, "cost": self.price(self.usage, self.cost, model),
-            "session_id": str(result["session_id"]) if result.get("session_id") else None,
-            "exit_code": exit_code, "raw_log_path": log_path, "model": model,
+            "events": self.events, "usage": self.usage, "cost": cost, "session_id": result.session_id or None,
+            "exit_code": exit_code, "raw_log_path": log_path, "model": result.model or None,
+            "malformed_events": self.malformed,
         }
         text = self.final_message()
         status, error = self._status(exit_code, timed_out)
@@ -189,10 +249,12 @@ class CommandOutputParser:
         if exit_code is not None and exit_code < 0:
             return AgentStatus.CRASHED, f"agent killed by signal {-exit_code}"
         tail = self.last_error or "\n".join(list(self.tail)[-5:])
-        verdict = _VERDICTS.get(str((self.result or {}).get("status", "")))
+        verdict = _VERDICTS.get(str((self.result or _Result()).status or ""))
         if verdict is not None and not (verdict is AgentStatus.OK and exit_code not in (0, None)):
             return verdict, None if verdict is AgentStatus.OK else tail[:300]
         if exit_code is not None and exit_code > 0:
+            if self.last_error is not None and is_auth_failure(self.last_error):
+                return AgentStatus.AUTH_FAILED, self.last_error[:300]
             if ratelimits.is_rate_limit(tail):
                 return AgentStatus.RATE_LIMITED, tail[:300]
             return AgentStatus.FAILED, f"agent exited with status {exit_code}: {short(tail, 250)}"

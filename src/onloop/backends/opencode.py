@@ -17,12 +17,18 @@ when a step finishes for a reason other than ``tool-calls``. Failures arrive as 
 Tokens follow onloop's convention (`onloop.usage`): input counts cache reads and writes, output counts
 reasoning. The cost is opencode's own figure (REPORTED), except behind a custom `base_url`, where
 opencode prices a local model from whatever the config says: UNKNOWN there unless `prices` is set.
+A cost that is not a finite number >= 0 makes the run's cost UNKNOWN: a sum with a hole is no figure.
+
+Every event is validated against a model of the fields read here (`onloop.backends._schema`): one that
+does not match is skipped and counted in `AgentResult.malformed_events`. A 401 in an ``error`` event
+is AUTH_FAILED, with the variable to fix.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,8 +37,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from onloop.backends import ratelimits
-from onloop.backends._adapters import backend_home, failure_result, money, pass_api_key, price, short, write_atomic
+from onloop.backends._adapters import backend_home, failure_result, pass_api_key, price, short, write_atomic
 from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli
+from onloop.backends._schema import Event, Tokens, money, parse
+from onloop.backends.auth import KeyHint, auth_failed_message
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
 from onloop.backends.claude_code import parse_options
 from onloop.clock import Clock, SystemClock
@@ -45,6 +53,7 @@ from onloop.usage import Cost, Usage
 CAPABILITIES = Capabilities(structured_events=True, token_usage=True, cost=True, resume=False)
 PROVIDER_ID = "onloop"
 LOCAL_KEY_VAR = "ONLOOP_OPENCODE_API_KEY"
+_KNOWN_TYPES = frozenset({"text", "tool_use", "step_start", "step_finish", "error"})
 _XDG = {"XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data", "XDG_CACHE_HOME": "cache", "XDG_STATE_HOME": "state"}
 
 
@@ -69,6 +78,7 @@ class OpencodeOptions(BaseModel):
 
 class OpencodeBackend:
     capabilities = CAPABILITIES
+    kind = "opencode"
 
     def __init__(self, name: str, options: OpencodeOptions, clock: Clock | None = None,
                  policy: Policy | None = None) -> None:
@@ -122,11 +132,19 @@ class OpencodeBackend:
 
     def run(self, request: AgentRequest) -> AgentResult:
         env = self.env(request)
-        return run_cli(request, self.argv(request), env, self.parser(), stdin=request.prompt.encode(),
-                       writable=(self.home,))
+        return self.explain(run_cli(request, self.argv(request), env, self.parser(), stdin=request.prompt.encode(),
+                                    writable=(self.home,)))
 
     def parse_log(self, log_path: Path) -> AgentResult:
-        return replay_log(self.parser(), log_path)
+        return self.explain(replay_log(self.parser(), log_path))
+
+    def explain(self, result: AgentResult) -> AgentResult:
+        """A refused key becomes a message that names this backend and the variable to fix."""
+        if result.status is not AgentStatus.AUTH_FAILED:
+            return result
+        passed = LOCAL_KEY_VAR if self.options.base_url else None
+        hint = KeyHint(self.name, self.kind, self.options.api_key_env, passed_as=passed, suggested="OPENAI_API_KEY")
+        return replace(result, error=auth_failed_message(hint, result.error or ""))
 
 
 def create(spec: BackendSpec) -> OpencodeBackend:
@@ -156,6 +174,53 @@ def render_config(name: str, o: OpencodeOptions, policy: Policy | None = None) -
     return config
 
 
+class _Cache(Event):
+    read: Tokens = 0
+    write: Tokens = 0
+
+
+class _StepTokens(Event):
+    input: Tokens = 0
+    output: Tokens = 0
+    reasoning: Tokens = 0
+    cache: _Cache | None = None
+
+
+class _ToolState(Event):
+    status: str | None = None
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    metadata: dict[str, Any] | None = None
+
+
+class _Part(Event):
+    type: str | None = None
+    text: str | None = None
+    tool: str | None = None
+    state: _ToolState | None = None
+    reason: str | None = None
+    tokens: Any = None  # validated on its own (`_StepTokens`)
+    cost: Any = None  # validated on its own (`money`)
+
+
+class _ErrorData(Event):
+    message: str | None = None
+    statusCode: int | None = None
+
+
+class _ErrorInfo(Event):
+    name: str | None = None
+    data: _ErrorData | None = None
+
+
+class _Line(Event):
+    type: str
+    sessionID: str | None = None
+    part: _Part | None = None
+    error: _ErrorInfo | str | None = None
+
+
 class OpencodeStreamParser:
     """Parses `opencode run --format json` lines: step_start, text, tool_use, step_finish, error."""
 
@@ -166,63 +231,79 @@ class OpencodeStreamParser:
         self.model = model
         self.session_id: str | None = None
         self.events = 0
+        self.malformed = 0
         self.usage = Usage()
         self.cost = Decimal("0")
         self.cost_seen = False
+        self.cost_malformed = False
         self.last_text = ""
         self.finished = False  # a step ended for a reason other than tool calls
         self.error: str | None = None
 
     def feed(self, line: str) -> list[AgentEvent]:
         obj = json_line(line)
-        if obj is None:
+        if obj is None or str(obj.get("type")) not in _KNOWN_TYPES:
+            return []  # reasoning and anything newer: kept in the raw log only
+        event = parse(_Line, obj)
+        if event is None:
+            self.malformed += 1
             return []
-        self.session_id = str(obj.get("sessionID") or "") or self.session_id
-        events = self._events(obj)
+        self.session_id = event.sessionID or self.session_id
+        events = self._events(event, obj)
         self.events += len(events)
         return events
 
-    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
-        kind = obj.get("type")
-        part = _dict(obj.get("part"))
-        if kind == "text" and part.get("text"):
-            self.last_text = str(part["text"])
-            return [AgentEvent("message", short(self.last_text), part)]
-        if kind == "tool_use":
-            return _tool_events(part)
-        if kind == "step_start":
+    def abort_reason(self) -> str | None:
+        return None  # opencode ends by itself on an error event
+
+    def _events(self, event: _Line, obj: dict[str, Any]) -> list[AgentEvent]:
+        part = event.part or _Part()
+        given = obj.get("part")
+        raw: dict[str, Any] = given if isinstance(given, dict) else {}
+        if event.type == "text" and part.text:
+            self.last_text = part.text
+            return [AgentEvent("message", short(self.last_text), raw)]
+        if event.type == "tool_use":
+            return _tool_events(part, raw)
+        if event.type == "step_start":
             self.finished = False
             return []
-        if kind == "step_finish":
-            return [self._step_finish(part)]
-        if kind == "error":
-            self.error = _error_text(obj.get("error"))
+        if event.type == "step_finish":
+            return [self._step_finish(part, raw)]
+        if event.type == "error":
+            self.error = _error_text(event.error)
             limited = ratelimits.is_rate_limit(self.error)
             return [AgentEvent("rate_limit" if limited else "error", short(self.error), obj)]
-        return []  # reasoning and anything newer
+        return []
 
-    def _step_finish(self, part: dict[str, Any]) -> AgentEvent:
-        tokens = _dict(part.get("tokens"))
-        cache = _dict(tokens.get("cache"))
-        read, write = int(cache.get("read") or 0), int(cache.get("write") or 0)
+    def _step_finish(self, part: _Part, raw: dict[str, Any]) -> AgentEvent:
+        tokens = parse(_StepTokens, part.tokens if part.tokens is not None else {})
+        if tokens is None:
+            self.malformed += 1
+            tokens = _StepTokens()
+        cache = tokens.cache or _Cache()
         usage = Usage(
-            input_tokens=int(tokens.get("input") or 0) + read + write,
-            output_tokens=int(tokens.get("output") or 0) + int(tokens.get("reasoning") or 0),
-            cached_input_tokens=read,
+            input_tokens=tokens.input + cache.read + cache.write,
+            output_tokens=tokens.output + tokens.reasoning,
+            cached_input_tokens=cache.read,
         )
         self.usage += usage
-        amount = money(part["cost"]) if part.get("cost") is not None else None
-        if amount is not None:
-            self.cost += amount
-            self.cost_seen = True
-        self.finished = part.get("reason") != "tool-calls"
-        return AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out", part)
+        if part.cost is not None:
+            amount = money(part.cost)
+            if amount is None:
+                self.malformed += 1
+                self.cost_malformed = True
+            else:
+                self.cost += amount
+                self.cost_seen = True
+        self.finished = part.reason != "tool-calls"
+        return AgentEvent("usage", f"{usage.input_tokens} in, {usage.output_tokens} out", raw)
 
     def finish(self, *, exit_code: int | None, timed_out: bool, log_path: Path | None) -> AgentResult:
+        cost = Cost.unknown() if self.cost_malformed else self.price(self.usage, self.cost if self.cost_seen else None)
         common: dict[str, Any] = {
-            "events": self.events, "usage": self.usage,
-            "cost": self.price(self.usage, self.cost if self.cost_seen else None),
-            "session_id": self.session_id, "exit_code": exit_code, "raw_log_path": log_path, "model": self.model,
+            "events": self.events, "usage": self.usage, "cost": cost, "session_id": self.session_id,
+            "exit_code": exit_code, "raw_log_path": log_path, "model": self.model, "malformed_events": self.malformed,
         }
         text = self.last_text
         if timed_out:
@@ -238,26 +319,23 @@ class OpencodeStreamParser:
         return AgentResult(AgentStatus.OK, text, **common)
 
 
-def _tool_events(part: dict[str, Any]) -> list[AgentEvent]:
-    state = _dict(part.get("state"))
-    name = str(part.get("tool", "?"))
-    call = AgentEvent("tool_call", f"{name} {short(json.dumps(state.get('input', {})), 160)}", part)
-    if state.get("status") == "error":
-        return [call, AgentEvent("tool_result", f"error: {short(str(state.get('error', '')), 160)}", part)]
-    metadata = _dict(state.get("metadata"))
+def _tool_events(part: _Part, raw: dict[str, Any]) -> list[AgentEvent]:
+    state = part.state or _ToolState()
+    name = part.tool or "?"
+    given = json.dumps(state.input if state.input is not None else {}, default=str)
+    call = AgentEvent("tool_call", f"{name} {short(given, 160)}", raw)
+    if state.status == "error":
+        return [call, AgentEvent("tool_result", f"error: {short(str(state.error or ''), 160)}", raw)]
+    metadata = state.metadata or {}
     prefix = f"exit {metadata['exit']}: " if "exit" in metadata else ""
-    return [call, AgentEvent("tool_result", prefix + short(str(state.get("output", "")), 160), part)]
+    return [call, AgentEvent("tool_result", prefix + short(str(state.output or ""), 160), raw)]
 
 
-def _error_text(error: Any) -> str:
-    if not isinstance(error, dict):
-        return str(error or "opencode reported an error")
-    data = _dict(error.get("data"))
-    text = f"{error.get('name', 'Error')}: {data.get('message', '')}".strip()
-    if data.get("statusCode") is not None:
-        text += f" (status {data['statusCode']})"
+def _error_text(error: _ErrorInfo | str | None) -> str:
+    if not isinstance(error, _ErrorInfo):
+        return error or "opencode reported an error"
+    data = error.data or _ErrorData()
+    text = f"{error.name or 'Error'}: {data.message or ''}".strip()
+    if data.statusCode is not None:
+        text += f" (status {data.statusCode})"
     return text
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

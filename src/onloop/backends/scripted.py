@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onloop.backends._cli import agent_env, replay_log, run_cli
 from onloop.backends.base import AgentRequest, AgentResult, BackendSpec
-from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions, ClaudeStreamParser, parse_options
+from onloop.backends.claude_code import ClaudeCodeBackend, ClaudeOptions, parse_options
 from onloop.errors import ConfigError
 
 
@@ -29,6 +29,8 @@ class ScriptedOptions(BaseModel):
 
 
 class ScriptedBackend(ClaudeCodeBackend):
+    kind = "scripted"
+
     def __init__(self, name: str, options: ScriptedOptions, scenario: Path) -> None:
         super().__init__(name, ClaudeOptions(command=[sys.executable]))
         self.scripted = options
@@ -41,13 +43,15 @@ class ScriptedBackend(ClaudeCodeBackend):
                 "--done-marker", self.scripted.done_marker]
 
     def run(self, request: AgentRequest) -> AgentResult:
-        env = agent_env(request)
+        # Claude Code's retry limit too: the scripted agent honours it as the real CLI does.
+        env = agent_env(request, {"CLAUDE_CODE_MAX_RETRIES": str(self.options.max_retries)})
         if self.scripted.base_url:
             env["ANTHROPIC_BASE_URL"] = self.scripted.base_url
-        return run_cli(request, self.scripted_argv(request), env, ClaudeStreamParser(), stdin=request.prompt.encode())
+        result = run_cli(request, self.scripted_argv(request), env, self.parser(), stdin=request.prompt.encode())
+        return self.explain(result)
 
     def parse_log(self, log_path: Path) -> AgentResult:
-        return replay_log(ClaudeStreamParser(), log_path)
+        return self.explain(replay_log(self.parser(), log_path))
 
 
 def create(spec: BackendSpec) -> ScriptedBackend:

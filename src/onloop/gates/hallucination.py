@@ -17,8 +17,14 @@ changed files, the agent's final message), so the lead can run them after every 
 (b) `check_imports`: top-level modules imported by changed Python files that are not in the standard
     library, not in the repository tree, not importable in the given environment and not a declared
     dependency. Imports inside `try: ... except ImportError` are optional by construction and skipped.
-(c) `check_claimed_paths`: file paths the final message says were changed (a line with a change verb,
-    or a list under a heading like "Files changed:") that are not among the changed files.
+(c) `check_claimed_paths`: file paths the final message says were changed that are not among the
+    changed files. Only claims of edits that happened count, read clause by clause: each path belongs to
+    the change verb nearest to it in its clause (the one before it, else the one after it: "calc.py was
+    updated"), or, in a list under a heading like "Files changed:", to the heading's verb; and a verb
+    that is negated ("could not change", "didn't edit", "was unable to", "failed to", "the write to
+    calc.py was denied", "changed nothing") or not a statement of fact ("I'd need permission to edit",
+    "should be updated", "tried to write", "if you change") claims nothing. An agent whose writes were
+    denied says so; that is not a false claim.
 
 Every hit is a frozen `Finding`; `kind` is "hallucination" for a hit and "could_not_verify" when the
 truth could not be established. The lead records hallucinations as incidents.
@@ -47,8 +53,11 @@ NameKey = tuple[Ecosystem, str]  # an ecosystem and a name normalised with `norm
 DEFAULT_BASE_URLS: Mapping[str, str] = {
     "pypi": "https://pypi.org", "npm": "https://registry.npmjs.org", "crates": "https://crates.io",
 }
-_CHANGE_VERBS = re.compile(
-    r"\b(chang|modif|updat|edit|add|creat|wr[io]t|fix|implement|refactor|remov|delet|renam|mov|touch|rewr)\w*",
+_CHANGE_VERB = re.compile(
+    r"chang(?:e|es|ed|ing)|modif(?:y|ies|ied|ying|ications?)|updat(?:e|es|ed|ing)|edit(?:s|ed|ing)?|add(?:s|ed|ing)?"
+    r"|creat(?:e|es|ed|ing)|(?:re)?(?:writ(?:e|es|ing|ten)|wrote)|fix(?:es|ed|ing)?|implement(?:s|ed|ing)?"
+    r"|refactor(?:s|ed|ing)?|remov(?:e|es|ed|ing)|delet(?:e|es|ed|ing)|renam(?:e|es|ed|ing)|mov(?:e|es|ed|ing)"
+    r"|touch(?:es|ed|ing)?|patch(?:es|ed|ing)?",
     re.IGNORECASE,
 )
 _PATH_TOKEN = re.compile(r"`([^`\s]+)`|(?<![\w/.@-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/-])")
@@ -458,25 +467,117 @@ def find_spec_in(python: str, *, timeout: float = 30.0) -> Callable[[str], bool]
 # ---------------------------------------------------------------------------------------------- (c)
 
 
+# Clauses: a sentence ends at . ! ? ; and a clause at a word that starts a contrasting or subordinate one.
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+_CLAUSE_WORDS = frozenset({"but", "however", "although", "though", "whereas", "while", "except", "because",
+                           "since", "unless", "instead", "after", "before", "otherwise"})
+# The words a verb's cues are looked for among stop at these (and at the previous change verb).
+_LINK_WORDS = frozenset({",", "and", "or", "then", "so", "also"})
+_NEGATIONS = frozenset({"not", "never", "no", "nothing", "none", "unable", "cannot", "failed", "fail", "fails",
+                        "without", "neither", "nor"})
+_UNREAL = frozenset({"would", "should", "could", "might", "may", "must", "will", "shall", "can", "need", "needs",
+                     "needed", "want", "wants", "wanted", "try", "tries", "tried", "trying", "attempt", "attempted",
+                     "attempting", "plan", "planned", "going", "please", "suggest", "suggested", "propose",
+                     "proposed", "recommend", "if", "permission", "ought"})
+_REFUSED = frozenset({"denied", "refused", "rejected", "blocked", "failed", "forbidden", "disallowed"})
+_CUE_WINDOW = 6
+_TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|,")
+
+Token = tuple[str, str]  # ("path", the path) or ("word", the lower-cased word or ",")
+
+
 def claimed_paths(message: str) -> list[str]:
-    """Paths the message says were changed: on a line with a change verb, or listed under one."""
+    """Paths the message says were changed, by a change verb that is neither negated nor hypothetical,
+    or listed under a heading whose verb is (see (c) in the module docstring)."""
     claims: list[str] = []
-    in_list = False
-    for line in message.splitlines():
+    heading: bool | None = None  # the polarity of the list heading we are under, if any
+    for line in message.replace("\u2019", "'").splitlines():
         stripped = line.strip()
         if not stripped:
-            in_list = False
+            heading = None
             continue
-        is_heading = stripped.endswith(":") and bool(_CHANGE_VERBS.search(stripped))
-        if is_heading:
-            in_list = True
-        if not (is_heading or in_list or _CHANGE_VERBS.search(stripped)):
-            continue
-        for match in _PATH_TOKEN.finditer(stripped):
-            token = (match.group(1) or match.group(2) or "").strip(".,;:()'\"")
-            if _looks_like_path(token) and token not in claims:
-                claims.append(token)
+        found, polarity = _line_claims(stripped, heading)
+        if stripped.endswith(":") and polarity is not None:
+            heading = polarity
+        claims += [path for path in found if path not in claims]
     return claims
+
+
+def _line_claims(line: str, heading: bool | None) -> tuple[list[str], bool | None]:
+    """The paths one line claims, and the polarity of its last change verb (None: it has none)."""
+    claims: list[str] = []
+    last: bool | None = None
+    for sentence in _SENTENCE_END.split(line):
+        for clause in _clauses(_tokens(sentence)):
+            verbs = {i: _is_claim(clause, i) for i, (kind, text) in enumerate(clause)
+                     if kind == "word" and _CHANGE_VERB.fullmatch(text)}
+            last = verbs[max(verbs)] if verbs else last
+            for i, (kind, text) in enumerate(clause):
+                if kind == "path" and _governing(clause, verbs, i, heading):
+                    claims.append(text)
+    return claims, last
+
+
+def _tokens(sentence: str) -> list[Token]:
+    """Paths and words in order; a path's own letters are never words (`src/update.py` is no verb)."""
+    tokens: list[Token] = []
+    position = 0
+    for match in _PATH_TOKEN.finditer(sentence):
+        tokens += [("word", w.lower()) for w in _TOKEN.findall(sentence[position:match.start()])]
+        token = (match.group(1) or match.group(2) or "").strip(".,;:()'\"")
+        tokens.append(("path", token) if _looks_like_path(token) else ("word", token.lower()))
+        position = match.end()
+    return tokens + [("word", w.lower()) for w in _TOKEN.findall(sentence[position:])]
+
+
+def _clauses(tokens: list[Token]) -> list[list[Token]]:
+    clauses: list[list[Token]] = [[]]
+    for token in tokens:
+        if token[0] == "word" and token[1] in _CLAUSE_WORDS:
+            clauses.append([])
+        else:
+            clauses[-1].append(token)
+    return clauses
+
+
+def _governing(clause: list[Token], verbs: dict[int, bool], index: int, heading: bool | None) -> bool:
+    """Whether the path at `index` is claimed: by the nearest change verb before it in its clause (and
+    no modal or negation between them: "the fix should be applied to calc.py"), else the nearest after
+    it, else (a bare list item) the heading's."""
+    before = [i for i in verbs if i < index]
+    after = [i for i in verbs if i > index]
+    if before:
+        verb = max(before)
+        return verbs[verb] and not any(_is_cue(text) for _, text in clause[verb + 1:index])
+    if after:
+        return verbs[min(after)]
+    return bool(heading)
+
+
+def _is_cue(word: str) -> bool:
+    """A word that negates what follows, refuses it ("blocked the write"), or makes it unreal (a wish,
+    a plan, a condition)."""
+    return word in _NEGATIONS or word in _UNREAL or word in _REFUSED or word.endswith(("n't", "'d", "'ll"))
+
+
+def _is_claim(clause: list[Token], index: int) -> bool:
+    """Whether the change verb at `index` states an edit that happened: no negation or unreal mood in
+    the words leading to it, no "nothing" after it, no refusal later in its part of the clause."""
+    cues: list[str] = []
+    for kind, text in reversed(clause[max(0, index - _CUE_WINDOW):index]):
+        if kind == "word" and (text in _LINK_WORDS or _CHANGE_VERB.fullmatch(text)):
+            break
+        cues.append(text)
+    if any(_is_cue(c) for c in cues):
+        return False
+    if cues[:1] == ["to"] or cues[:2] == ["be", "to"]:  # "to edit", "to be changed": an intent
+        return len(cues) > 1 and cues[cues.index("to") + 1:][:1] in (["managed"], ["able"])
+    following: list[str] = []
+    for kind, text in clause[index + 1:]:
+        if kind == "word" and (text in _LINK_WORDS or _CHANGE_VERB.fullmatch(text)):
+            break
+        following.append(text)
+    return following[:1] not in (["nothing"], ["no"], ["none"]) and not _REFUSED.intersection(following)
 
 
 _FILE_EXTENSIONS = frozenset((

@@ -5,6 +5,10 @@ rate or usage limit makes the loop wait until the reset time it gave (bounded by
 and by the time left in the run) and retry the same iteration, with `attempt` incremented; with a
 `fallback_backend` configured, the retry goes to the fallback at once instead of waiting. None of this
 counts as an agent failure. Every wait and switch is recorded for the receipt.
+
+Two things a backend reports that would otherwise stay buried in its transcript are made events here,
+for every attempt: actions its permission system refused (`permission_denied`; a run whose writes were
+denied still "succeeds"), and output it could not read and skipped (a `warning` with the count).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from onloop.backends import AgentBackend, AgentEvent, AgentRequest, AgentResult, AgentStatus
 from onloop.errors import StopRun
 from onloop.loop import rules
+from onloop.loop.feedback import describe_denials
 from onloop.loop.stop import StopReason
 from onloop.policy.sandbox import limits_from_policy
 from onloop.policy.secrets import scrub_file
@@ -58,6 +63,7 @@ def call_agent(ctx: IterationContext, n: int, prompt: str, env: dict[str, str]) 
                 scrub_file(log)
         spent_usage, spent_cost = spent_usage + result.usage, spent_cost + result.cost.as_decimal()
         _account(ctx, result)
+        _report(ctx, backend, result)
         if result.status is not AgentStatus.RATE_LIMITED or attempt >= MAX_ATTEMPTS:
             return AgentCall(result, backend.name, attempt, str(transcript), limits, spent_usage, spent_cost)
         backend = _after_rate_limit(ctx, backend, result, limits)
@@ -87,6 +93,18 @@ def _account(ctx: IterationContext, result: AgentResult) -> None:
     ctx.state.tokens_in += result.usage.input_tokens
     ctx.state.tokens_out += result.usage.output_tokens
     ctx.state.spend_usd += result.cost.as_decimal()
+
+
+def _report(ctx: IterationContext, backend: AgentBackend, result: AgentResult) -> None:
+    if result.permission_denials:
+        denied = describe_denials(result.permission_denials, ctx.worktree)
+        count = len(result.permission_denials)
+        ctx.events.emit("permission_denied", f"{backend.name}: {count} action(s) denied: {'; '.join(denied[:5])}",
+                        backend=backend.name, count=count, denials=denied[:50])
+    if result.malformed_events:
+        ctx.events.emit("warning", f"{backend.name}: {result.malformed_events} output event(s) did not match the "
+                        "CLI's schema and were skipped (see the transcript)", backend=backend.name,
+                        malformed_events=result.malformed_events)
 
 
 def _check_budget(ctx: IterationContext) -> None:

@@ -1,8 +1,9 @@
 """What the next iteration learns from this one, and the context it is assembled into.
 
 The feedback of an iteration (stored in its receipt, so it survives a resume) is short: the gate
-failures that are new against the baseline, condensed, and the reasons a change was rolled back. It
-is the back-pressure: the agent sees exactly what onloop refused, in few tokens.
+failures that are new against the baseline, condensed, the reasons a change was rolled back, and the
+actions the agent was denied (they did not happen, whatever its final message says). It is the
+back-pressure: the agent sees exactly what onloop refused, in few tokens.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from onloop.backends.base import PermissionDenial
 from onloop.config import Config
 from onloop.gates.baseline import GateVerdict
 from onloop.gates.checks import CheckResult
@@ -19,6 +21,36 @@ from onloop.loop.plan import Plan
 from onloop.loop.prompts import DEFAULT_BUILD_PROMPT, DEFAULT_PLAN_PROMPT, ONLOOP_RULES
 
 FEEDBACK_TOKENS = 600
+MAX_DENIALS_SHOWN = 10
+
+
+def describe_denials(denials: Sequence[PermissionDenial], worktree: Path) -> list[str]:
+    """Each distinct denied action as "Tool target", paths inside the worktree made relative to it."""
+    return list(dict.fromkeys(_relative(d, worktree) for d in denials))
+
+
+def denied_summary(denials: Sequence[PermissionDenial], worktree: Path) -> str:
+    """One paragraph naming the actions that were denied (paths relative to the worktree), or ""."""
+    if not denials:
+        return ""
+    shown = describe_denials(denials, worktree)
+    more = f" and {len(shown) - MAX_DENIALS_SHOWN} more" if len(shown) > MAX_DENIALS_SHOWN else ""
+    return (f"These actions were denied: {'; '.join(shown[:MAX_DENIALS_SHOWN])}{more}. They did not happen: "
+            "what depended on them is not done. Use the tools and named actions you are allowed instead; "
+            "do not try to get around the denial.")
+
+
+def with_denials(feedback: str, denials: Sequence[PermissionDenial], worktree: Path) -> str:
+    """`feedback` with the denied actions appended (unchanged when there were none)."""
+    return "\n\n".join(part for part in (feedback.strip(), denied_summary(denials, worktree)) if part)
+
+
+def _relative(denial: PermissionDenial, worktree: Path) -> str:
+    target = Path(denial.target) if denial.target.startswith("/") else None
+    for root in (worktree, worktree.resolve()):
+        if target is not None and target.is_relative_to(root):
+            return str(PermissionDenial(denial.tool, target.relative_to(root).as_posix()))
+    return str(denial)
 
 
 def failure_summary(runs: Mapping[str, GateRun], verdicts: Mapping[str, GateVerdict]) -> str:

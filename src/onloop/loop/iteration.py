@@ -29,7 +29,7 @@ from onloop.gates.runner import GateRun
 from onloop.loop import rules
 from onloop.loop.agent_call import NOTES_FILE, AgentCall, call_agent
 from onloop.loop.events import EventLog
-from onloop.loop.feedback import build_context, failure_summary
+from onloop.loop.feedback import build_context, failure_summary, with_denials
 from onloop.loop.gating import Gates, Judged, allowed_env, judge, run_judges
 from onloop.loop.guard import Breach, audit_iteration, review_findings
 from onloop.loop.hallucinations import BLOCKING, check_iteration
@@ -116,6 +116,8 @@ def run_iteration(ctx: IterationContext) -> tuple[rules.Decision, Failing]:
                     plan_item=plan_before.current)
     call = _agent(ctx, n, plan_before, receipt)
     outcome, failing = _after_agent(ctx, n, call, plan_before, receipt)
+    receipt.set(feedback=with_denials(str(receipt.data.get("feedback", "")), call.result.permission_denials,
+                                      ctx.worktree))
     rules.update_streaks(ctx.state, outcome)
     ctx.state.elapsed_seconds = ctx.elapsed()
     decision = rules.after_iteration(ctx.state, ctx.config.run, outcome)
@@ -143,7 +145,7 @@ def _agent(ctx: IterationContext, n: int, plan: Plan, receipt: Receipt) -> Agent
                 tokens_in=call.usage.input_tokens, tokens_out=call.usage.output_tokens,
                 cost_usd=str(call.cost), cost_source=result.cost.source.value, claimed_done=claimed,
                 transcript=call.transcript, final_message=scrub(result.final_message[-2000:]),
-                permission_denials=list(result.permission_denials))
+                permission_denials=[str(d) for d in result.permission_denials])
     ctx.events.emit("agent_finished", f"agent {result.status.value} ({call.usage.total_tokens} tokens, "
                     f"${call.cost:.4f})", status=result.status.value, claimed_done=claimed)
     return call
@@ -205,7 +207,8 @@ def _agent_failed(ctx: IterationContext, n: int, call: AgentCall, receipt: Recei
                "changes were rolled back."
     receipt.set(status="rolled_back", rejected_ref=kept, feedback=feedback, gates={})
     ctx.events.emit("rolled_back", f"agent {result.status.value}: iteration rolled back", rejected_ref=kept)
-    return rules.IterationOutcome(verified_done=False, progress=False, fingerprint=None, agent_failed=True)
+    return rules.IterationOutcome(verified_done=False, progress=False, fingerprint=None, agent_failed=True,
+                                  agent_fatal=result.error if result.fatal else None)
 
 
 def _breach(ctx: IterationContext, n: int, breaches: list[Breach], receipt: Receipt) -> rules.IterationOutcome:
@@ -434,6 +437,7 @@ def _write_receipt(ctx: IterationContext, receipt: Receipt, call: AgentCall) -> 
         "commit_sha": d.get("commit"), "tag": d.get("tag"), "gates_json": json.dumps(d.get("gates", {})),
         "delta_json": json.dumps(delta), "decision": d.get("decision"), "reason": d.get("reason"),
         "transcript_path": call.transcript, "receipt_json": json.dumps(d, default=str),
+        "permission_denials": len(call.result.permission_denials),
     }
     store.finish_iteration(ctx.db, ctx.row.id, receipt.n, columns, ctx.state.counters())
     ctx.events.emit("receipt", f"iteration {receipt.n}: {d.get('decision')} ({d.get('reason')})",

@@ -4,6 +4,10 @@
 receipt of each iteration (done first, so a valid completion on the last allowed iteration is done,
 then the caps again, then no_progress, stuck and agent_error). Each returns the reason and a detail
 line for the operator, or None to go on.
+
+An agent failure that no retry can fix (the provider refused the credentials: `AgentResult.fatal`)
+stops the run with `agent_error` at once, whatever `run.agent_error_limit` says: the next iterations
+would fail the same way, each of them spending the CLI's own retries first.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class IterationOutcome:
     agent_failed: bool
     blocked: bool = False
     review: str | None = None  # verified in every other way, but a human must look first (why)
+    agent_fatal: str | None = None  # the agent failed in a way no retry can fix (why, for the operator)
 
 
 def before_iteration(state: RunState, caps: RunConfig) -> Decision:
@@ -65,6 +70,8 @@ def after_iteration(state: RunState, caps: RunConfig, outcome: IterationOutcome)
         return StopReason.DONE, "gates green against the baseline, targets met, plan closed, real diff, clean audit"
     if outcome.blocked:
         return StopReason.BLOCKED, f"{state.breaches} policy breaches: the guardrails refuse to continue"
+    if outcome.agent_fatal:
+        return StopReason.AGENT_ERROR, outcome.agent_fatal
     if outcome.agent_failed and state.agent_error_streak >= caps.agent_error_limit:
         return StopReason.AGENT_ERROR, f"the backend failed {state.agent_error_streak} times in a row"
     budget = _budget(state, caps)

@@ -48,7 +48,8 @@ _MEANINGS = {
     StopReason.BUDGET: "token or money cap reached (checked before and after every agent call)",
     StopReason.NO_PROGRESS: "no verified delta for K iterations in a row",
     StopReason.STUCK: "the same gate failure fingerprint K times in a row",
-    StopReason.AGENT_ERROR: "the backend failed N times in a row (rate limits do not count)",
+    StopReason.AGENT_ERROR: "the backend failed N times in a row (rate limits do not count), or once in a way no "
+                            "retry can fix (its credentials were refused)",
     StopReason.BLOCKED: "guardrails refused to continue (sandbox unavailable, policy breach)",
     StopReason.INTERRUPTED: "the operator stopped it, or onloop was killed; resumable",
 }

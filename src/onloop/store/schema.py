@@ -172,5 +172,12 @@ def _quarantine_scope(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration("0004_receipt_permission_denials")
+def _receipt_permission_denials(conn: sqlite3.Connection) -> None:
+    """How many of the agent's actions its permission system (or onloop's guard hook) refused in the
+    iteration: a run whose writes were all denied otherwise looks like a quiet success."""
+    conn.execute("ALTER TABLE iterations ADD COLUMN permission_denials INTEGER NOT NULL DEFAULT 0")
+
+
 # Subsystems append their own migrations by importing their schema modules here, in a fixed order.
 import onloop.memory.schema  # noqa: E402, F401

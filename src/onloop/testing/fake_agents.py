@@ -16,7 +16,10 @@ to Codex), exiting 2 like a CLI rejecting its arguments, so an argv regression s
 Per CLI:
 - codex: thread/turn/item JSON lines; a limit is ``error`` + ``turn.failed`` ("You've hit your usage
   limit ... try again in N seconds"), exit 1; a hang prints ``Reconnecting...`` error lines forever,
-  as the real one does against a dead endpoint;
+  as the real one does against a dead endpoint; a refused key (`auth_failure`) prints ``Reconnecting...
+  n/5 (unexpected status 401 Unauthorized ...)`` with codex-cli 0.171.0's backoff (0.2 s, doubling), as
+  many times as the provider's ``stream_max_retries`` in ``$CODEX_HOME/config.toml`` says (5 when it
+  says nothing), then ``error`` + ``turn.failed``, exit 1;
 - opencode: step_start/text/tool_use/step_finish JSON lines; a limit is an ``error`` event with an
   ``APIError`` of status 429;
 - aider: plain text (banner, reply, ``Tokens: ... Cost: ...``, ``Applied edit to ...``); a limit is
@@ -68,6 +71,10 @@ class FakeCli:
     def rate_limited(self, step: Step) -> int:
         raise NotImplementedError
 
+    def auth_failed(self) -> int:
+        """The provider refused the key: print what the real CLI prints, return its exit code."""
+        raise NotImplementedError
+
     def working(self, step: Step, iteration: int) -> None: ...
 
     def edited(self, edit: Edit, error: str | None) -> None: ...
@@ -96,9 +103,11 @@ def run(cli: FakeCli, step: Step, iteration: int, attempt: int, marker: str) -> 
     cli.start()
     if attempt <= step.rate_limit_attempts:
         return cli.rate_limited(step)
+    if step.auth_failure:
+        return cli.auth_failed()
     cli.working(step, iteration)
     for edit in step.edits:
-        cli.edited(edit, try_apply(edit))
+        cli.edited(edit, "permission denied" if edit.denied else try_apply(edit))
     for argv in step.commands:
         cli.ran(argv, *run_command(argv))
     after_work(step, hang=lambda: _hang(cli))
@@ -174,6 +183,17 @@ class FakeCodex(FakeCli):
         self.emit({"type": "turn.failed", "error": {"message": text}})
         return 1
 
+    def auth_failed(self) -> int:
+        retries = _codex_stream_retries()
+        text = ("unexpected status 401 Unauthorized: Incorrect API key provided: sk-dummy. You can find your API "
+                "key at https://platform.openai.com/account/api-keys., url: http://127.0.0.1:9/v1/responses")
+        for attempt in range(1, retries + 1):
+            self.emit({"type": "error", "message": f"Reconnecting... {attempt}/{retries} ({text})"})
+            time.sleep(0.2 * 2 ** (attempt - 1))
+        self.emit({"type": "error", "message": text})
+        self.emit({"type": "turn.failed", "error": {"message": text}})
+        return 1
+
     def working(self, step: Step, iteration: int) -> None:
         self.item("item.completed", {"id": self.next_id(), "type": "reasoning", "text": f"**Iteration {iteration}**"})
         self.item("item.completed", {"id": self.next_id(), "type": "agent_message",
@@ -210,6 +230,18 @@ class FakeCodex(FakeCli):
             "input_tokens": step.usage.get("input_tokens", 0), "cached_input_tokens": 0,
             "cache_write_input_tokens": 0, "output_tokens": step.usage.get("output_tokens", 0),
             "reasoning_output_tokens": 0}})
+
+
+def _codex_stream_retries() -> int:
+    """The active provider's `stream_max_retries` in `$CODEX_HOME/config.toml`, else Codex's default (5)."""
+    import tomllib
+
+    try:
+        config = tomllib.loads(Path(os.environ.get("CODEX_HOME", "/nonexistent"), "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return 5
+    provider = config.get("model_providers", {}).get(str(config.get("model_provider", "")), {})
+    return int(provider.get("stream_max_retries", 5))
 
 
 class FakeOpencode(FakeCli):
@@ -259,6 +291,12 @@ class FakeOpencode(FakeCli):
                 "message": f"Rate limit exceeded. Please try again in {max(1, round(step.rate_limit_reset_in))}s.",
                 "statusCode": 429, "isRetryable": True}}})
         return 0
+
+    def auth_failed(self) -> int:
+        self.emit({"type": "error", "timestamp": _now_ms(), "sessionID": self.session, "error": {
+            "name": "APIError", "data": {"message": "Incorrect API key provided", "statusCode": 401,
+                                         "isRetryable": False}}})
+        return 1
 
     def working(self, step: Step, iteration: int) -> None:
         if step.edits or step.commands:
@@ -326,6 +364,13 @@ class FakeAider(FakeCli):
             self.out(f"Retrying in {delay} seconds...")
         return 0
 
+    def auth_failed(self) -> int:
+        self.out("litellm.AuthenticationError: AuthenticationError: OpenAIException - Error code: 401 - {'error': "
+                 "{'message': 'Incorrect API key provided', 'type': 'invalid_request_error', 'code': "
+                 "'invalid_api_key'}}")
+        self.out("The API provider is not able to authenticate you. Check your API key.")
+        return 1
+
     def edited(self, edit: Edit, error: str | None) -> None:
         if error is None:
             self.applied.append(edit.path)
@@ -378,6 +423,13 @@ class FakeCommand(FakeCli):
         text = f"Error: rate limit exceeded (429 Too Many Requests); try again in {seconds} seconds"
         self.say(text)
         return 75
+
+    def auth_failed(self) -> int:
+        if self.jsonl():
+            self.emit({"type": "error", "message": "401 Unauthorized: invalid API key"})
+        else:
+            self.out("Error: 401 Unauthorized: invalid API key")
+        return 1
 
     def working(self, step: Step, iteration: int) -> None:
         self.say(f"Iteration {iteration}: working on it.")

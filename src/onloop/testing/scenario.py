@@ -12,12 +12,15 @@ past the end of the list use `[default]` (by default: do nothing, claim nothing)
     [[iteration.edit]]
     path = "stats.py"
     append = "def mean(xs): ..."               # or: write = "...", replace = ["old", "new"], delete = true
+    denied = false                             # true: refused by the CLI's permission system, not applied
 
     [[iteration]]
     claim_done = true                          # the final message carries the done marker
     crash = "before_result"                    # or "kill" (SIGKILL itself mid-stream), "" (no crash)
     delay = 0.5                                # seconds to sleep after the edits, before the result
     rate_limit = { attempts = 1, reset_in = 2 }   # the first N attempts hit a usage limit
+    auth_failure = true                        # the provider refuses the key: the fake CLI retries the way the
+                                               # real one does (honouring the retry limit onloop passes), then fails
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Edit:
     replace: tuple[str, str] | None = None
     delete: bool = False
     symlink_to: str | None = None  # create `path` as a symlink (red-team scenarios)
+    denied: bool = False  # the agent's permission system refuses it: not applied, reported as a denial
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Step:
     rate_limit_reset_in: float = 1.0
     is_error: bool = False
     commands: tuple[tuple[str, ...], ...] = ()  # argv lists the agent runs (red team: escapes)
+    auth_failure: bool = False  # every model call is refused with a 401
 
 
 @dataclass(frozen=True)

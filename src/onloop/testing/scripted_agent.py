@@ -7,6 +7,12 @@ result with usage and cost). So the loop, the Claude Code parser and every guard
 real, with no model behind it.
 
     onloop-scripted-agent --scenario scenario.toml < prompt.txt
+
+It ignores the arguments it does not know, so it can also be the `command` of a `claude_code` backend
+(which appends Claude Code's own flags). A step with `auth_failure` behaves as Claude Code 2.1.197 does
+against a provider refusing the key (`tests/data/agent-cli/claude-auth-401*.jsonl`): an ``api_retry``
+event per retry, with its backoff (0.5 s doubling up to 32 s), as many as ``CLAUDE_CODE_MAX_RETRIES``
+says (10 when unset: minutes), then the synthetic "Invalid API key" message and an error result.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", required=True, type=Path)
     parser.add_argument("--done-marker", default=DEFAULT_MARKER)
     parser.add_argument("--model", default="scripted-model")
-    args = parser.parse_args(argv)
+    args, _claude_flags = parser.parse_known_args(argv)
     sys.stdin.read()  # the prompt: read it all, like the real CLI, so the writer never blocks
     iteration = int(os.environ.get("ONLOOP_ITERATION", "1"))
     attempt = int(os.environ.get("ONLOOP_ATTEMPT", "1"))
@@ -73,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
               "tools": ["Read", "Edit", "Write", "Bash"], "permissionMode": "default"})
     if attempt <= step.rate_limit_attempts:
         return _rate_limited(out, step)
+    if step.auth_failure:
+        return _auth_failed(out)
     per_turn = _split_usage(step.usage, len(step.edits) + len(step.commands) + 1)
     out.assistant([{"type": "text", "text": f"Iteration {iteration}: working on it."}], per_turn)
-    for number, edit in enumerate(step.edits):
-        _do_edit(out, edit, number, per_turn)
+    denials = [denial for number, edit in enumerate(step.edits) if (denial := _do_edit(out, edit, number, per_turn))]
     for number, command in enumerate(step.commands):
         _run_command(out, command, number, per_turn)
     after_work(step, hang=lambda: time.sleep(3600))
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     out.assistant([{"type": "text", "text": message}], per_turn)
     if step.crash == "before_result":
         return 1
-    out.emit(_result(step, message, is_error=step.is_error or step.exit_code != 0))
+    out.emit({**_result(step, message, is_error=step.is_error or step.exit_code != 0), "permission_denials": denials})
     return step.exit_code
 
 
@@ -93,6 +100,26 @@ def _rate_limited(out: Emitter, step: Step) -> int:
     text = f"Claude AI usage limit reached|{reset}"
     out.emit({**_result(step, text, is_error=True), "api_error_status": 429,
               "usage": {"input_tokens": 0, "output_tokens": 0}, "total_cost_usd": 0})
+    return 1
+
+
+AUTH_MESSAGE = "Invalid API key · Fix external API key"
+DEFAULT_MAX_RETRIES = 10
+
+
+def _auth_failed(out: Emitter) -> int:
+    limit = int(os.environ.get("CLAUDE_CODE_MAX_RETRIES") or DEFAULT_MAX_RETRIES)
+    for attempt in range(1, limit + 1):
+        delay = min(32.0, 0.5 * 2 ** (attempt - 1))
+        out.emit({"type": "system", "subtype": "api_retry", "attempt": attempt, "max_retries": limit,
+                  "retry_delay_ms": delay * 1000, "error_status": 401, "error": "authentication_failed"})
+        time.sleep(delay)
+    message = {"id": str(uuid.uuid4()), "model": "<synthetic>", "role": "assistant", "stop_reason": "stop_sequence",
+               "type": "message", "usage": {"input_tokens": 0, "output_tokens": 0},
+               "content": [{"type": "text", "text": AUTH_MESSAGE}]}
+    out.emit({"type": "assistant", "message": message, "parent_tool_use_id": None, "error": "authentication_failed"})
+    out.emit({**_result(Step(), AUTH_MESSAGE, is_error=True), "api_error_status": 401, "num_turns": 1,
+              "stop_reason": "stop_sequence", "total_cost_usd": 0, "usage": {"input_tokens": 0, "output_tokens": 0}})
     return 1
 
 
@@ -118,15 +145,22 @@ def _split_usage(usage: dict[str, int], turns: int) -> dict[str, int]:
     return {key: value // max(1, turns) for key, value in usage.items()}
 
 
-def _do_edit(out: Emitter, edit: Edit, number: int, usage: dict[str, int]) -> None:
+def _do_edit(out: Emitter, edit: Edit, number: int, usage: dict[str, int]) -> dict[str, Any] | None:
+    """Apply one edit as a tool call; a denied one is refused as Claude Code refuses it (returned)."""
     tool_id = f"toolu_scripted_{out.turn}_{number}"
     name = "Write" if edit.write is not None or edit.append is not None else "Edit"
     out.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": {"file_path": edit.path}}], usage)
+    if edit.denied:
+        target = str(Path(edit.path).resolve())
+        out.tool_result(tool_id, f"Claude requested permissions to write to {target}, but you haven't granted it yet.",
+                        is_error=True)
+        return {"tool_name": name, "tool_use_id": tool_id, "tool_input": {"file_path": target}}
     error = try_apply(edit)
     if error is not None:
         out.tool_result(tool_id, f"Error: {error}", is_error=True)
-        return
+        return None
     out.tool_result(tool_id, f"Edited {edit.path}")
+    return None
 
 
 def try_apply(edit: Edit) -> str | None:
