@@ -178,3 +178,27 @@ def test_end_to_end_crash_exit_and_hang(harness: Harness) -> None:
     assert hung.status is AgentStatus.TIMEOUT
     assert time.monotonic() - started < 1.5 + 2.0 + 3.0
     assert wait_dead(int((request.scratch_dir / CHILD_PID_FILE).read_text()))
+
+
+def test_protected_files_are_kept_out_of_aiders_reach(harness: Harness) -> None:
+    # With --yes-always aider adds every repository file an answer names; what it ignores it never lists.
+    from onloop.backends.base import BackendSpec
+    from onloop.policy.model import Policy
+
+    policy = Policy(protected=[".github/**", "**/migrations/**", "tests/**"])
+    made = create(BackendSpec("aider", "aider", {"command": ["/bin/true"]}, harness.repo, policy))
+    request = harness.request()
+
+    argv = made.argv(request)
+
+    ignore = argv[argv.index("--aiderignore") + 1]
+    assert "--no-show-release-notes" in argv
+    assert made.aiderignore().splitlines() == ["/.github/**", "/**/migrations/**", "/tests/**", "/onloop.toml"]
+    assert Path(ignore).parent == request.scratch_dir, "the ignore file lives outside the worktree"
+
+
+def test_the_subject_of_aiders_own_question_is_not_the_answer() -> None:
+    lines = ["Added calc.py to the chat.", "", "Fixed it; test_calc.py covers it.", "", "Tokens: 10 sent, 5 received.",
+             "", "test_calc.py", "Nothing more to change.", "", "Tokens: 12 sent, 4 received."]
+    result = finish_lines(backend().parser(), lines)
+    assert result.final_message == "Nothing more to change."

@@ -8,8 +8,10 @@ what that version prints.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +90,31 @@ def test_real_aider(harness: Harness) -> None:
     assert result.status is AgentStatus.OK, result.error
     assert result.usage.input_tokens > 0
     assert (harness.repo / "calc.py").read_text() == FIXED
+
+
+def test_real_aider_never_takes_a_protected_file_it_reads_about(harness: Harness) -> None:
+    # The answer names a protected file and a test file: with --yes-always aider 0.86 once added both
+    # to the chat as editable (its "Add file to the chat?" answered yes) and sent them whole.
+    binary = require("aider")
+    secret_line = "budget_usd = 'the-operators-own-line'"
+    (harness.repo / "onloop.toml").write_text(f"[run]\n{secret_line}\n")
+    (harness.repo / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n")
+    subprocess.run(["git", "add", "-A"], cwd=harness.repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "config and test"], cwd=harness.repo, check=True)
+    reply = (f"Fixed add. I did not need onloop.toml; test_calc.py already covers it.\n\ncalc.py\n```\n{FIXED}```\n")
+    # aider drops the edits of an answer that named a file it then added (test_calc.py) and asks again.
+    again = Turn(text=f"Fixed add.\n\ncalc.py\n```\n{FIXED}```\n")
+    with FakeModelServer([Turn(text=reply)], default=again) as server, \
+            allow_real_calls():
+        backend = AiderBackend("aider", AiderOptions(command=[binary], model="openai/fake-model",
+                                                     base_url=server.openai_base_url, edit_format="whole",
+                                                     files=["calc.py"]), protected=("onloop.toml",))
+        result = backend.run(harness.request(timeout=180, prompt="Fix add() in calc.py; onloop.toml is not yours."))
+        sent = json.dumps([r.body for r in server.requests])
+    assert result.status is AgentStatus.OK, result.error
+    assert secret_line not in sent, "the protected file reached the model"
+    assert (harness.repo / "calc.py").read_text() == FIXED
+    assert result.final_message == "Fixed add.", result.final_message
 
 
 def test_real_opencode(harness: Harness, outside_tmp: Path) -> None:

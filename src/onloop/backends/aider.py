@@ -15,8 +15,15 @@ it reads the lines aider prints for a human (transcript `tests/data/agent-cli/ai
   the key was refused (``litellm.AuthenticationError``, a 401).
 
 Side effects suppressed by the argv: auto-commits (onloop makes the checkpoint commits), `.gitignore`
-edits, history files in the worktree (they go to the scratch dir), update checks, analytics, the
-litellm price-map download (`LITELLM_LOCAL_MODEL_COST_MAP=True`), shell commands it would suggest.
+edits, history files in the worktree (they go to the scratch dir), update checks, release notes,
+analytics, the litellm price-map download (`LITELLM_LOCAL_MODEL_COST_MAP=True`), shell commands it
+would suggest.
+
+Files aider may not take: with `--yes-always`, aider answers yes to its own "Add file to the chat?"
+for every repository file an answer names, and sends it whole to the model as editable. The policy's
+`protected` globs (and onloop.toml) go into an `--aiderignore` file in the scratch dir, so aider does
+not list them at all: not addable, not in its repo map, not edited (the diff audit still stands
+behind it). aider's own question lines ("... (Y)es/(N)o ... [Yes]: y") are not part of an answer.
 aider has no sandbox of its own and `--test-cmd` runs with its privileges: run it under onloop's.
 """
 
@@ -56,6 +63,10 @@ _BANNER = re.compile(
 _APPLIED = re.compile(r"^Applied edit to (?P<path>.+)$")
 _COMMIT = re.compile(r"^Commit (?P<sha>[0-9a-f]{7,40}) (?P<message>.*)$")
 _LITELLM_ERROR = re.compile(r"^litellm\.(?P<name>\w+):")
+# One of aider's own confirmations, as it prints them answered: `Add file to the chat? (Y)es/(N)o/... [Yes]: y`.
+_QUESTION = re.compile(r"\? \(Y\)es/\(N\)o[^\n]*\[[^\]\n]*\]: ?\w*\s*$")
+ALWAYS_IGNORED = ("onloop.toml",)
+_PATHLIKE = re.compile(r"[\w./-]*[./][\w./-]*")
 
 
 class AiderOptions(BaseModel):
@@ -77,17 +88,20 @@ class AiderBackend:
     capabilities = CAPABILITIES
     kind = "aider"
 
-    def __init__(self, name: str, options: AiderOptions, clock: Clock | None = None) -> None:
+    def __init__(self, name: str, options: AiderOptions, clock: Clock | None = None,
+                 protected: tuple[str, ...] = ALWAYS_IGNORED) -> None:
         self.name = name
         self.options = options
         self.clock = clock or SystemClock()
+        self.protected = tuple(dict.fromkeys((*protected, *ALWAYS_IGNORED)))
 
     def argv(self, request: AgentRequest) -> list[str]:
         o = self.options
         scratch = request.scratch_dir
         argv = resolve_command(o.command, "aider")
         argv += ["--message-file", str(scratch / "prompt.md"), "--yes-always", "--no-suggest-shell-commands",
-                 "--no-auto-commits", "--no-gitignore", "--no-check-update", "--no-analytics",
+                 "--no-auto-commits", "--no-gitignore", "--no-check-update", "--no-show-release-notes",
+                 "--no-analytics", "--aiderignore", str(scratch / "aiderignore"),
                  "--no-show-model-warnings", "--no-pretty", "--no-stream", "--map-tokens", "0", "--no-detect-urls",
                  "--chat-history-file", str(scratch / "aider.chat.history.md"),
                  "--input-history-file", str(scratch / "aider.input.history"),
@@ -125,9 +139,14 @@ class AiderBackend:
             model=o.model,
         )
 
+    def aiderignore(self) -> str:
+        """The protected globs in gitignore syntax, anchored at the repository root as the policy means them."""
+        return "".join(f"/{glob.lstrip('/')}\n" for glob in self.protected)
+
     def run(self, request: AgentRequest) -> AgentResult:
         request.scratch_dir.mkdir(parents=True, exist_ok=True)
         (request.scratch_dir / "prompt.md").write_text(request.prompt, encoding="utf-8")
+        (request.scratch_dir / "aiderignore").write_text(self.aiderignore(), encoding="utf-8")
         return self.explain(run_cli(request, self.argv(request), self.env(request), self.parser()))
 
     def parse_log(self, log_path: Path) -> AgentResult:
@@ -143,7 +162,7 @@ class AiderBackend:
 
 
 def create(spec: BackendSpec) -> AiderBackend:
-    backend = AiderBackend(spec.name, parse_options(spec, AiderOptions))
+    backend = AiderBackend(spec.name, parse_options(spec, AiderOptions), protected=tuple(spec.policy.protected))
     warn_missing_capabilities(spec.name, CAPABILITIES)
     return backend
 
@@ -198,6 +217,11 @@ class AiderOutputParser:
             return [AgentEvent("tool_result", line, {"path": applied.group("path")})]
         if commit:
             return [AgentEvent("system", line, {"sha": commit.group("sha"), "message": commit.group("message")})]
+        if _QUESTION.search(line):
+            # aider's own question, answered: the subject it printed just before belongs to it too.
+            if self.buffer and self.buffer[-1].strip() and " " not in self.buffer[-1].strip():
+                self.buffer.pop()
+            return []
         if not _BANNER.match(line):
             self.buffer.append(line)
         return []
@@ -255,9 +279,16 @@ class AiderOutputParser:
 
 
 def _reply_text(lines: list[str]) -> str:
-    """The answer's prose: code fences (the edits themselves) and the file names before them dropped."""
+    """The answer's prose: code fences (the edits themselves) and the file names before them dropped,
+    and the subjects of aider's own questions before it (a file it added to the chat by itself, printed
+    alone on its line before the answer)."""
     kept: list[str] = []
     fenced = False
+    start = 0
+    while start < len(lines) and (not lines[start].strip() or _PATHLIKE.fullmatch(lines[start].strip())):
+        start += 1
+    if start < len(lines):
+        lines = lines[start:]
     for line in lines:
         if line.startswith("```"):
             fenced = not fenced

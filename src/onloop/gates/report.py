@@ -16,6 +16,13 @@ What onloop trusts, and why:
 - one check per nodeid, and the worst outcome wins across phases and across duplicate records
   (error > failed > skipped > passed), so a record that claims "passed" for a failing test changes
   nothing. A test with a setup record and no teardown record never ran to its end: an ERROR;
+- a subtest's records (`sub`) are no checks: a failing one fails its test (whose message lists the
+  failing subtests), a passing or skipped one changes nothing. pytest reports a unittest test whose
+  `subTest` failed as passed; its failing subtest record is what says otherwise;
+- under pytest-rerunfailures (records with `attempt`), an attempt that ended in a `rerun` record and
+  was followed by another attempt no longer counts: the later attempt decides, so a test that failed
+  then passed is one passed check whose message says it was flaky, and a failing subtest of the
+  superseded attempt does not fail it;
 - the run counts only if the plugin said `hello` (from the plugin file onloop ships), sent `finish`,
   and the process's exit code equals the exit status in `finish`.
 
@@ -44,6 +51,7 @@ import contextlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -55,6 +63,7 @@ from types import TracebackType
 from typing import Any
 
 from onloop.gates.checks import CheckResult, CheckStatus
+from onloop.gates.parsers.pytest_text import rerun_message, subtests_message
 
 ENV_FD = "ONLOOP_GATE_REPORT_FD"
 PLUGIN_NAME = "onloop_gate_report"
@@ -328,14 +337,67 @@ def _aggregate(records: _Records) -> tuple[CheckResult, ...]:
         _keep_worst(worst, _check(record, str(record.get("nodeid") or "pytest:collection"), CheckStatus.ERROR))
     started = {str(r.get("nodeid")) for r in records.tests if r.get("when") == "setup"}
     finished = {str(r.get("nodeid")) for r in records.tests if r.get("when") == "teardown"}
-    for record in records.tests:
+    tests, reruns = _last_attempts(records.tests)
+    failed_subtests: dict[str, list[dict[str, Any]]] = {}
+    for record in tests:
+        if not record.get("nodeid"):
+            continue
+        if isinstance(record.get("sub"), str):
+            if record.get("outcome") == "failed":
+                failed_subtests.setdefault(str(record["nodeid"]), []).append(record)
+            continue
         status = _phase_status(record)
-        if status is not None and record.get("nodeid"):
+        if status is not None:
             _keep_worst(worst, _check(record, str(record["nodeid"]), status))
+    for nodeid, subtests in failed_subtests.items():
+        worst[nodeid] = _with_subtests(worst.get(nodeid), nodeid, subtests)
     for nodeid in sorted(started - finished):
         # Only an exception that stops pytest itself skips a teardown; the test did not run to its end.
         _keep_worst(worst, CheckResult(nodeid, CheckStatus.ERROR, "the test never reached its teardown"))
+    for nodeid, count in reruns.items():
+        check = worst.get(nodeid)
+        if check is not None and not check.status.failing:
+            worst[nodeid] = replace(check, message=rerun_message(count))
+        elif check is not None:
+            note = f"failed on every attempt ({count + 1})"
+            worst[nodeid] = replace(check, detail="\n".join(part for part in (check.detail, note) if part))
     return tuple(worst.values())
+
+
+def _last_attempts(tests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The records that count, and per nodeid the number of its attempts that were superseded.
+
+    An attempt is superseded when one of its own records (not a subtest's) says `rerun` and a later
+    attempt of the same test exists; a run that ends on a rerun record keeps it, the worst winning.
+    """
+    latest: dict[str, int] = {}
+    rerun: dict[str, set[int]] = {}
+    for record in tests:
+        attempt = _int_or_none(record.get("attempt"))
+        if attempt is None:
+            continue
+        nodeid = str(record.get("nodeid"))
+        latest[nodeid] = max(latest.get(nodeid, attempt), attempt)
+        if record.get("outcome") == "rerun" and record.get("sub") is None:
+            rerun.setdefault(nodeid, set()).add(attempt)
+    superseded = {nodeid: {a for a in attempts if a < latest[nodeid]} for nodeid, attempts in rerun.items()}
+    kept = [r for r in tests if _int_or_none(r.get("attempt")) not in superseded.get(str(r.get("nodeid")), set())]
+    return kept, {nodeid: len(attempts) for nodeid, attempts in superseded.items() if attempts}
+
+
+# What pytest says on the test's own report when only its subtests failed.
+_OWN_SUBTEST_MESSAGE = re.compile(r"contains \d+ failed subtests?")
+
+
+def _with_subtests(own: CheckResult | None, nodeid: str, subtests: list[dict[str, Any]]) -> CheckResult:
+    """A test with failing subtests: FAILED (or worse), its own failure first, then the subtests."""
+    first = _check(subtests[0], nodeid, CheckStatus.FAILED)
+    descriptions = list(dict.fromkeys(_text(r.get("sub")) for r in subtests))
+    failed_itself = own is not None and own.status.failing and not _OWN_SUBTEST_MESSAGE.fullmatch(own.message)
+    shown = own if failed_itself and own is not None else first
+    status = own.status if own is not None and own.status is CheckStatus.ERROR else CheckStatus.FAILED
+    message = subtests_message(shown.message if failed_itself else "", descriptions, first.message)
+    return CheckResult(nodeid, status, message[:_MESSAGE_MAX], shown.location, shown.detail)
 
 
 def _keep_worst(worst: dict[str, CheckResult], check: CheckResult) -> None:

@@ -135,7 +135,7 @@ def run_gate(name: str, config: GateConfig, setting: GateSetting, label: str) ->
     junit = report if report.is_file() else None
     output = GateOutput(name, outcome.exit_code, outcome.timed_out, text, junit, cwd=setting.root)
     checks = tuple(parse_gate_output(output, config.format))
-    broken = _process_broken(outcome, text, config) or _unreadable(output, config, checks)
+    broken = _process_broken(outcome, text, config) or _unreadable(output, config, checks) or _incomplete(name, checks)
     return GateRun(name, outcome.exit_code, outcome.timed_out, outcome.duration, checks, log_path, config.required,
                    broken, REPORT_JUNIT if junit else REPORT_OUTPUT, diagnostics=is_diagnostic_gate(config))
 
@@ -201,6 +201,16 @@ def _unreadable(output: GateOutput, config: GateConfig, checks: Sequence[CheckRe
     if parsed:
         return None
     return f"exit code {output.exit_code} and no {config.format} output to read: {_first_line(output.output)}"
+
+
+def _incomplete(name: str, checks: Sequence[CheckResult]) -> str | None:
+    """A failing run whose output is not a whole run's (no final summary): no verdict on what it did
+    not show. Its checks stay, as the ids it saw."""
+    found = next((c for c in checks if c.check_id == f"{name}:incomplete"), None)
+    if found is None:
+        return None
+    return (f"{found.message} ({sum(1 for c in checks if c is not found)} checks seen; a runner that prints no final "
+            "summary by design, such as pytest -qq, must be made to print one, e.g. with -q)")
 
 
 def _first_line(text: str) -> str:

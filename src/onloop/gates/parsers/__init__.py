@@ -66,7 +66,14 @@ def detect_format(output: GateOutput) -> str:
 
 
 def parse_gate_output(output: GateOutput, fmt: str = "auto") -> list[CheckResult]:
-    """Checks from a gate's output. Never empty: falls back to one check per command (the exit code)."""
+    """Checks from a gate's output. Never empty: falls back to one check per command (the exit code).
+
+    A failing (or, for a log file, unknown) test runner's output that is not the output of a whole run
+    (killed, cut, stopped early: no final summary) gets the failing check `<gate>:incomplete` beside the
+    checks it did show: what was not seen is never read as passed. A run that exited 0 is not marked:
+    `pytest -qq` prints no final summary by design, and a check missing from a passing run is already a
+    failure when the baseline had it (baseline comparison)."""
+    used = fmt
     if fmt != "auto":
         checks = registry.get(fmt, key=f"gates.{output.gate}.format")().parse(output)
     else:
@@ -76,12 +83,28 @@ def parse_gate_output(output: GateOutput, fmt: str = "auto") -> list[CheckResult
             if parser.detect(output):
                 checks = parser.parse(output)
                 if checks:
+                    used = name
                     break
+    incomplete = _incomplete(output, used)
+    if incomplete is not None:
+        checks = [*checks, incomplete]
     if not checks or (output.exit_code not in (0, None) and not any(c.status.failing for c in checks)):
         # A gate that failed without a failing check still failed: record it as a command-level check
         # so a crash after the report was written (or a non-test failure) is never read as green.
         checks = [*checks, *registry.get("exit")().parse(output)]
     return checks
+
+
+def _incomplete(output: GateOutput, used: str) -> CheckResult | None:
+    from onloop.gates.parsers import pytest_text, unittest_text
+
+    readers = {"pytest": pytest_text.incomplete_reason, "unittest": unittest_text.incomplete_reason}
+    if used not in readers or output.report_path is not None or output.exit_code == 0:
+        return None
+    reason = readers[used](output.output)
+    if reason is None:
+        return None
+    return CheckResult(f"{output.gate}:incomplete", CheckStatus.FAILED, f"incomplete output: {reason}"[:300])
 
 
 def command_check(output: GateOutput) -> CheckResult:

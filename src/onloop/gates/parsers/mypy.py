@@ -2,23 +2,35 @@
 
 Notes (`note:`) are context for the error above them and are folded into nothing: the error line is
 what the model needs. Ids: `mypy:<code>:<path>:<key>#n` (see `_lint` for why no line numbers).
+
+`--pretty` wraps an error's message to the terminal's width (`MYPY_FORCE_TERMINAL_WIDTH`, `COLUMNS`)
+and puts the source line and a `^~~~` marker under it. The wrap only ever replaces one space of the
+message by a newline (mypy's `soft_wrap`), and the continuation lines are not indented, while the
+source and marker lines are (by four spaces). So the message is the error line joined with the
+unindented lines after it, up to the next diagnostic, source line or summary: the same message,
+error code and id as without `--pretty`, whatever the width.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 
 from onloop.gates.checks import CheckResult
 from onloop.gates.parsers._lint import Diagnostic, relative_path, root_of, sample, to_checks
 from onloop.gates.parsers.base import GateOutput
 
-_TEXT = re.compile(
-    r"^(?P<path>[^\s:][^:\n]*\.pyi?):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<sev>error|warning): (?P<msg>.+?)"
-    r"(?:  \[(?P<code>[\w-]+)\])?$",
-    re.MULTILINE,
+_HEAD = re.compile(
+    r"(?P<path>[^\s:][^:\n]*\.pyi?):(?P<line>\d+):(?:(?P<col>\d+):)?(?:\d+:\d+:)? "
+    r"(?P<sev>error|warning|note):(?P<msg>.*)"
 )
+_CODE = re.compile(r"^(?P<msg>.*?)  \[(?P<code>[\w-]+)\]$", re.DOTALL)
+# A line that is no continuation of a wrapped message: another diagnostic (`path:line: note:`, or
+# `path: note: In function "f":` from --show-error-context), or mypy's summary.
+_NOT_CONTINUATION = re.compile(r"[^\s:][^:\n]*\.pyi?:(?:\d+:)* ?\w+:|Found \d+ errors? in |Success: ")
 _SUMMARY = re.compile(r"^(Found \d+ errors? in \d+ files? \(checked|Success: no issues found)", re.MULTILINE)
+_WRAP_MAX_LINES = 50
 
 
 class MypyParser:
@@ -35,11 +47,33 @@ class MypyParser:
         text = output.output
         if text.lstrip().startswith("{"):
             return to_checks(_from_json_lines(text, root_of(output)))
-        return to_checks(
-            Diagnostic("mypy", m["code"] or "error", relative_path(m["path"], root_of(output)), int(m["line"]),
-                       int(m["col"] or 0), m["msg"].strip(), failing=m["sev"] == "error")
-            for m in _TEXT.finditer(text)
-        )
+        return to_checks(_from_text(text, root_of(output)))
+
+
+def _from_text(text: str, root: str | None) -> Iterator[Diagnostic]:
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        head = _HEAD.fullmatch(line)
+        if head is None or head["sev"] == "note":
+            continue
+        message = _CODE.fullmatch(head["msg"]) or _CODE.fullmatch(_unwrapped(head["msg"], lines, index + 1))
+        text_of_message, code = (message["msg"], message["code"]) if message else (head["msg"], None)
+        yield Diagnostic("mypy", code or "error", relative_path(head["path"], root), int(head["line"]),
+                         int(head["col"] or 0), text_of_message.strip(), failing=head["sev"] == "error")
+
+
+def _unwrapped(first: str, lines: list[str], start: int) -> str:
+    """The message that `--pretty` wrapped over the lines from `start` on, joined back with the spaces
+    the wrap took away. It ends at its error code, or before the first line that is no part of it."""
+    message = first
+    for line in lines[start:start + _WRAP_MAX_LINES]:
+        # A continuation starts with a word; with one space at most (the empty word before "  [code]").
+        if not line.strip() or line.startswith("  ") or _NOT_CONTINUATION.match(line):
+            break
+        message = f"{message} {line}"
+        if _CODE.fullmatch(message):
+            break
+    return message
 
 
 def _from_json_lines(text: str, root: str | None) -> list[Diagnostic]:

@@ -20,14 +20,16 @@ has not:
   code after the tests, makes the run broken, never green.
 
 Records are JSON lines; `t` names the kind: `hello` (at import), `collect` (a failed collector),
-`test` (one per phase report), `collected` (the item count), `plugin` (a plugin registered, with its
-project-relative file when it lives in the project), `interrupted` (pytest.exit, KeyboardInterrupt,
-pytest's own stop) and `finish` (exit status). Only the first pytest config binds
-the channel (the one whose plugin manager loaded this module): an inline pytester session, or a
-`pytest.main` that a conftest.py calls, reports nothing. Under pytest-xdist only the controller
-holds the fd; the workers' reports reach it through its hooks. Nothing here raises into pytest: a
-failed write, or a record that cannot be built, ends reporting silently, and onloop then sees no
-`finish`.
+`test` (one per phase report; a subtest's report carries its description in `sub`, and under
+pytest-rerunfailures every report carries the number of its test's attempt in `attempt`, so that
+onloop can tell a superseded attempt's reports from the last one's), `collected` (the item count),
+`plugin` (a plugin registered, with its project-relative file when it lives in the project),
+`interrupted` (pytest.exit, KeyboardInterrupt, pytest's own stop) and `finish` (exit status). Only
+the first pytest config binds the channel (the one whose plugin manager loaded this module): an
+inline pytester session, or a `pytest.main` that a conftest.py calls, reports nothing. Under
+pytest-xdist only the controller holds the fd; the workers' reports reach it through its hooks.
+Nothing here raises into pytest: a failed write, or a record that cannot be built, ends reporting
+silently, and onloop then sees no `finish`.
 
 The residual limit: the code under test runs in this interpreter, so code written against this
 very module (patching it, reading the nonce out of its memory, shadowing its name on sys.path) can
@@ -55,6 +57,9 @@ _LINE_MAX = 500
 _MESSAGE_MAX = 300
 _E_LINE = re.compile(r"^E +(\S.*)$", re.MULTILINE)
 _FRAME = re.compile(r"^([^\s:/][^\s:]*):(\d+):", re.MULTILINE)
+_XDIST_HEADER = re.compile(r"^\[gw\d+\] .* -- Python .*$", re.MULTILINE)
+_SYNTAX_FILE = re.compile(r'File "(?P<path>[^"<][^"]*)", line (?P<line>\d+)')
+_SYNTAX_ERROR = re.compile(r"(?:SyntaxError|IndentationError|TabError)\b.*")
 
 
 class _Channel:
@@ -147,7 +152,8 @@ def _message(longrepr: object, text: str) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return _first_line(str(longrepr[2]))
     e_lines = _E_LINE.findall(text)
-    return _first_line(e_lines[0]) if e_lines else _first_line(text)
+    # pytest-xdist heads a report's text with the worker it ran on (`[gw0] linux -- Python 3.11.7 ...`).
+    return _first_line(e_lines[0]) if e_lines else _first_line(_XDIST_HEADER.sub("", text, count=1))
 
 
 def _location(longrepr: object, text: str, root: str) -> str:
@@ -179,11 +185,44 @@ def _describe(report: pytest.TestReport | pytest.CollectReport, root: str) -> di
     if isinstance(longrepr, tuple):  # a skip: (path, line, reason), and nothing more to show
         return {"message": _message(longrepr, ""), "location": _location(longrepr, "", root), "detail": ""}
     text = report.longreprtext
+    syntax = _syntax_error(text)
+    if syntax is not None:  # the crash frame is ast.py or importlib; the file that is wrong is this one
+        return {"message": syntax[0], "location": f"{_relative(syntax[1], root)}:{syntax[2]}",
+                "detail": _detail(text)}
     return {
         "message": _message(longrepr, text),
         "location": _location(longrepr, text, root),
         "detail": _detail(text),
     }
+
+
+def _syntax_error(text: str) -> tuple[str, str, str] | None:
+    """(message, path, line) of a SyntaxError block among the `E` lines: `File "x.py", line 3`, the
+    code and a caret, then `SyntaxError: ...` (or IndentationError, TabError)."""
+    e_lines = _E_LINE.findall(text)
+    for index, line in enumerate(e_lines):
+        where = _SYNTAX_FILE.fullmatch(line.strip())
+        if where is None:
+            continue
+        for after in e_lines[index + 1:index + 6]:
+            if _SYNTAX_ERROR.fullmatch(after.strip()):
+                return after.strip()[:_MESSAGE_MAX], where["path"], where["line"]
+    return None
+
+
+def _subtest(report: pytest.TestReport) -> str | None:
+    """A subtest report's description as pytest prints it (`[msg] (i=1)`), or None for a test's own
+    report. pytest 9's SubtestReport and the pytest-subtests plugin's both carry a `context`."""
+    context = getattr(report, "context", None)
+    if context is None or not hasattr(context, "kwargs"):
+        return None
+    parts = []
+    if getattr(context, "msg", None) is not None:
+        parts.append(f"[{context.msg}]")
+    kwargs = dict(getattr(context, "kwargs", None) or {})
+    if kwargs:
+        parts.append("(" + ", ".join(f"{key}={value}" for key, value in kwargs.items()) + ")")
+    return " ".join(parts) or "(<subtest>)"
 
 
 def _project_plugin(plugin: object, root: str) -> str | None:
@@ -227,12 +266,18 @@ def _collect_record(report: pytest.CollectReport, root: str) -> dict[str, Any]:
     return {"t": "collect", "nodeid": report.nodeid, "outcome": "error", **_failure_fields(report, root)}
 
 
-def _test_record(report: pytest.TestReport, root: str) -> dict[str, Any]:
+def _test_record(report: pytest.TestReport, root: str, attempt: int | None) -> dict[str, Any]:
     fields = _failure_fields(report, root)
     fields["location"] = fields["location"] or _item_location(report)
     wasxfail = getattr(report, "wasxfail", None)
-    return {"t": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-            "wasxfail": None if wasxfail is None else str(wasxfail), **fields}
+    record: dict[str, Any] = {"t": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+                              "wasxfail": None if wasxfail is None else str(wasxfail), **fields}
+    sub = _subtest(report)
+    if sub is not None:
+        record["sub"] = sub
+    if attempt is not None:
+        record["attempt"] = attempt
+    return record
 
 
 class _Reporter:
@@ -241,13 +286,22 @@ class _Reporter:
     def __init__(self, channel: _Channel, config: pytest.Config) -> None:
         self._channel = channel
         self._root = str(config.rootpath)
+        # Attempts are told apart only where a plugin reruns tests: elsewhere every report of a test
+        # belongs to its one attempt, and no record could split them.
+        self._attempts: dict[str, int] | None = {} if config.pluginmanager.hasplugin("rerunfailures") else None
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._report(lambda: _collect_record(report, self._root))
 
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        """pytest-rerunfailures starts every attempt of a test with this hook (pytest-xdist relays it)."""
+        if self._attempts is not None:
+            self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self._report(lambda: _test_record(report, self._root))
+        attempt = None if self._attempts is None else self._attempts.get(report.nodeid, 0)
+        self._report(lambda: _test_record(report, self._root, attempt))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._report(lambda: {"t": "collected", "count": len(session.items)})
