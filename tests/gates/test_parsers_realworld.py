@@ -465,3 +465,39 @@ def test_the_plugin_locates_a_syntax_error_in_the_file_that_has_it(tmp_path: Pat
     assert report.broken is None and exit_code == 2
     errors = {c.check_id: (c.message, c.location) for c in report.checks if c.status is E}
     assert errors == SYNTAX
+
+
+# A failing test that, from a fixture's teardown (after pytest made its real failure report), forges a
+# finished rerun through pytest's own hooks: a "rerun" report for its attempt, a new attempt started,
+# and passing reports for it. Written against pytest's public hooks, not against onloop.
+FORGED_RERUN = """\
+import pytest
+from _pytest.reports import TestReport
+
+
+@pytest.fixture
+def forge(request):
+    yield
+    item = request.node
+    hook = item.ihook
+    def report(when, outcome):
+        return TestReport(item.nodeid, item.location, {}, outcome, None, when)
+    hook.pytest_runtest_logreport(report=report("call", "rerun"))
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for when in ("setup", "call", "teardown"):
+        hook.pytest_runtest_logreport(report=report(when, "passed"))
+    item.execution_count = getattr(item, "execution_count", 1) + 1
+
+
+def test_fails_then_forges_a_rerun(forge):
+    assert 1 == 2
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("--reruns", "1")])
+def test_a_rerun_forged_through_pytests_hooks_does_not_supersede_a_real_failure(tmp_path: Path,
+                                                                                  args: tuple[str, ...]) -> None:
+    report, exit_code = run_through_channel(project(tmp_path, {"tests/test_forge.py": FORGED_RERUN}), *args)
+
+    assert exit_code == 1
+    assert statuses(list(report.checks)) == {"tests/test_forge.py::test_fails_then_forges_a_rerun": F}

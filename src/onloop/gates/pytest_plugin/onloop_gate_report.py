@@ -21,8 +21,9 @@ has not:
 
 Records are JSON lines; `t` names the kind: `hello` (at import), `collect` (a failed collector),
 `test` (one per phase report; a subtest's report carries its description in `sub`, and under
-pytest-rerunfailures every report carries the number of its test's attempt in `attempt`, so that
-onloop can tell a superseded attempt's reports from the last one's), `collected` (the item count),
+pytest-rerunfailures every report pytest itself made carries the number of its test's attempt in
+`attempt`, so that onloop can tell a superseded attempt's reports from the last one's), `collected`
+(the item count),
 `plugin` (a plugin registered, with its project-relative file when it lives in the project),
 `interrupted` (pytest.exit, KeyboardInterrupt, pytest's own stop) and `finish` (exit status). Only
 the first pytest config binds the channel (the one whose plugin manager loaded this module): an
@@ -39,6 +40,7 @@ the generic forger (fake records, a rewritten file, an early exit).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -280,28 +282,37 @@ def _test_record(report: pytest.TestReport, root: str, attempt: int | None) -> d
     return record
 
 
+# The attempt a report belongs to, set on the reports pytest makes (`pytest_runtest_makereport`, in the
+# process that ran the test: pytest-xdist carries the attribute to the controller with the report).
+_ATTEMPT = "_onloop_attempt"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Under pytest-rerunfailures, the attempt of each report pytest itself made, from the count the
+    plugin keeps on the item. Only these reports can say that an attempt was superseded: a report
+    handed to `pytest_runtest_logreport` by the code under test carries none, so it can neither
+    supersede a real failure nor be superseded (the worst outcome wins over it as over any record)."""
+    outcome = yield
+    if item.config.pluginmanager.hasplugin("rerunfailures"):
+        with contextlib.suppress(Exception):
+            setattr(outcome.get_result(), _ATTEMPT, int(getattr(item, "execution_count", 1) or 1))
+
+
 class _Reporter:
     """Registered on the first config only, so its hooks never see another session's reports."""
 
     def __init__(self, channel: _Channel, config: pytest.Config) -> None:
         self._channel = channel
         self._root = str(config.rootpath)
-        # Attempts are told apart only where a plugin reruns tests: elsewhere every report of a test
-        # belongs to its one attempt, and no record could split them.
-        self._attempts: dict[str, int] | None = {} if config.pluginmanager.hasplugin("rerunfailures") else None
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._report(lambda: _collect_record(report, self._root))
 
-    def pytest_runtest_logstart(self, nodeid: str) -> None:
-        """pytest-rerunfailures starts every attempt of a test with this hook (pytest-xdist relays it)."""
-        if self._attempts is not None:
-            self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        attempt = None if self._attempts is None else self._attempts.get(report.nodeid, 0)
-        self._report(lambda: _test_record(report, self._root, attempt))
+        attempt = getattr(report, _ATTEMPT, None)
+        self._report(lambda: _test_record(report, self._root, attempt if isinstance(attempt, int) else None))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._report(lambda: {"t": "collected", "count": len(session.items)})
