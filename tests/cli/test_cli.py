@@ -97,14 +97,14 @@ def test_steer_and_show_errors(finished_run: tuple[Path, str]) -> None:
     assert onloop_cli("steer", run_id, "say").returncode == 2
     missing = onloop_cli("show", "no-such-run")
     assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr
-    ok = onloop_cli("steer", run_id, "say", "hello")
-    assert ok.returncode == 0 and "say queued" in ok.stdout
+    stopped = onloop_cli("steer", run_id, "say", "hello")
+    assert stopped.returncode == 2 and f"run {run_id} is stopped (done, exit 0)" in stopped.stderr
 
 
-def test_resume_of_a_done_run_is_refused(finished_run: tuple[Path, str]) -> None:
+def test_resume_of_a_done_run_repeats_its_outcome(finished_run: tuple[Path, str]) -> None:
     _, run_id = finished_run
     again = onloop_cli("run", "--resume", run_id)
-    assert again.returncode == 2 and "ended as done" in again.stderr
+    assert again.returncode == 0 and f"run {run_id} stopped: done (exit 0)" in again.stdout
 
 
 def test_init_scaffolds_and_detects_the_test_command(make_repo) -> None:

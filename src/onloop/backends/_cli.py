@@ -161,8 +161,13 @@ def resolve_command(command: Sequence[str] | None, default: str) -> list[str]:
     return [found]
 
 
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
 def warn_missing_capabilities(name: str, caps: Capabilities) -> None:
-    """Degrade loudly: say once what this backend cannot report."""
-    missing = [field for field in ("structured_events", "token_usage", "cost") if not getattr(caps, field)]
-    if missing:
+    """Degrade loudly: say once (per process) what this backend cannot report; a run builds its backend
+    more than once (preflight, then the engine), and the run's own events record it once more."""
+    missing = tuple(field for field in ("structured_events", "token_usage", "cost") if not getattr(caps, field))
+    if missing and (name, missing) not in _WARNED:
+        _WARNED.add((name, missing))
         log.warning("backend %s cannot report: %s (recorded as unknown)", name, ", ".join(missing))

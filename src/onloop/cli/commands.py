@@ -6,19 +6,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from onloop.clock import SystemClock
-from onloop.config import CONFIG_FILE, Config, load_config, with_policy_file
 from onloop.errors import UsageError
-from onloop.loop.engine import RunOutcome
-from onloop.loop.events import JsonReporter, QuietReporter, Reporter
 from onloop.store import runs as store
 from onloop.store.db import Database
+
+if TYPE_CHECKING:  # the engine and the config load only for the commands that need them
+    from onloop.config import Config
+    from onloop.loop.engine import RunOutcome
 
 # Tables stay readable when the output is piped (rich would assume 80 columns).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -26,9 +26,10 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 def do_run(path: Path, *, mode: str | None, max_iterations: int | None, max_time: str | None,
            budget: str | None, backend: str | None, resume: str | None, quiet: bool, json_output: bool,
-           policy: Path | None = None) -> int:
+           policy: Path | None = None, include_uncommitted: bool = False) -> int:
     from onloop.cli.progress import TerminalReporter
     from onloop.loop.api import resume_run, start_run
+    from onloop.loop.events import JsonReporter, QuietReporter, Reporter
 
     reporter: Reporter = JsonReporter() if json_output else QuietReporter() if quiet else TerminalReporter()
     overrides: dict[str, Any] = {"mode": mode, "max_iterations": max_iterations, "max_time": max_time,
@@ -37,9 +38,12 @@ def do_run(path: Path, *, mode: str | None, max_iterations: int | None, max_time
     if resume:
         if policy is not None:
             raise UsageError("--policy applies to a new run; a resumed run keeps the policy it started with")
+        if include_uncommitted:
+            raise UsageError("--include-uncommitted applies to a new run; a resumed run keeps its base commit")
         outcome = resume_run(resume, reporter=reporter, **overrides)
     else:
-        outcome = start_run(path.resolve(), reporter=reporter, config=_run_config(path, policy), **overrides)
+        outcome = start_run(path.resolve(), reporter=reporter, config=_run_config(path, policy),
+                            include_uncommitted=include_uncommitted, **overrides)
     if not json_output:
         print_outcome(outcome, Database.open_default())
     return outcome.exit_code
@@ -49,6 +53,7 @@ def _run_config(path: Path, policy: Path | None) -> Config | None:
     """The workspace's config with a run-level policy file over it, or None to let the run load it."""
     if policy is None:
         return None
+    from onloop.config import CONFIG_FILE, load_config, with_policy_file
     from onloop.workspace import repo_root
 
     return with_policy_file(load_config(repo_root(path.resolve()) / CONFIG_FILE), policy.resolve())
@@ -128,29 +133,45 @@ def _decision_cell(it: dict[str, Any]) -> str:
 
 
 def do_status() -> None:
+    from onloop.loop.setup import GONE_STATUS, resume_command, shown_status
+
     db = Database.open_default()
     rows = store.list_runs(db, 10)
-    active = [r for r in rows if r.status in ("running", "paused", "created")]
     if not rows:
         console.print("no runs yet: `onloop init` then `onloop run`")
         return
-    for row in active:
-        console.print(f"{row.status:8} {row.id}  iteration {row.iterations_done}  ${row.spend_usd:.4f}  "
+    shown = [(row, shown_status(row)) for row in rows]
+    active = [(row, status) for row, status in shown if status in ("running", "paused", "created")]
+    for row, status in active:
+        console.print(f"{status:8} {row.id}  iteration {row.iterations_done}  ${row.spend_usd:.4f}  "
                       f"{row.workspace}", markup=False)
     if not active:
         console.print("no run is going on now")
+    for row, status in shown:
+        if status == GONE_STATUS:
+            console.print(f"{status} {row.id}  iteration {row.iterations_done}  ${row.spend_usd:.4f}  "
+                          f"{row.workspace}\n  resume with: {resume_command(row)}", style="yellow", markup=False,
+                          soft_wrap=True)
     do_runs(5)
 
 
 def do_runs(limit: int) -> None:
+    from onloop.loop.setup import GONE_STATUS, resume_command, shown_status
+
     db = Database.open_default()
+    rows = [(row, shown_status(row)) for row in store.list_runs(db, limit)]
     table = Table(title="runs")
-    for column in ("run", "status", "reason", "exit", "iterations", "spend", "mode", "workspace", "started"):
+    # A run id is copied into other commands: it never wraps, folds or shrinks.
+    table.add_column("run", no_wrap=True, min_width=max((len(row.id) for row, _ in rows), default=3))
+    for column in ("status", "reason", "exit", "iterations", "spend", "mode", "workspace", "started"):
         table.add_column(column, overflow="fold")
-    for row in store.list_runs(db, limit):
-        table.add_row(row.id, row.status, row.stop_reason or "-", "-" if row.exit_code is None else str(row.exit_code),
+    for row, status in rows:
+        table.add_row(row.id, status, row.stop_reason or "-", "-" if row.exit_code is None else str(row.exit_code),
                       str(row.iterations_done), f"${row.spend_usd:.4f}", row.mode, row.workspace, row.created_at)
     console.print(table)
+    for row, status in rows:
+        if status == GONE_STATUS:
+            console.print(f"run {row.id}: {status}; resume with: {resume_command(row)}", markup=False, soft_wrap=True)
 
 
 def do_show(run_id: str, iteration: int | None, json_output: bool) -> None:
@@ -250,6 +271,8 @@ def do_log(run_id: str, follow: bool, json_output: bool) -> None:
 
 
 def do_steer(run_id: str, command: str, message: str | None) -> None:
+    from onloop.clock import SystemClock
+    from onloop.loop.setup import GONE_STATUS, resume_command, shown_status
     from onloop.loop.steering import COMMANDS, steer
 
     if command not in COMMANDS:
@@ -259,4 +282,6 @@ def do_steer(run_id: str, command: str, message: str | None) -> None:
     db = Database.open_default()
     steer(db, run_id, command, message, SystemClock())
     row = store.get_run(db, run_id)
-    console.print(f"{command} queued for run {row.id} ({row.status})", markup=False)
+    status = shown_status(row)
+    later = f"; it is read when the run is resumed: {resume_command(row)}" if status == GONE_STATUS else ""
+    console.print(f"{command} queued for run {row.id} ({status}){later}", markup=False, soft_wrap=True)

@@ -2,28 +2,94 @@
 
 Every command turns an `OnloopError` into a one-line message on stderr and its exit code (2 for the
 operator's mistakes); a run's exit code is its stop reason's (see the README's table).
+
+Importing this module stays cheap, so that `onloop --help` and `onloop --version` answer at once: the
+commands here import what they need inside their bodies, and the sub-apps other subsystems register
+(`onloop.cli.<module>.register(app)`, which import the config, the policy and pydantic) are loaded only
+when one of their commands is invoked. Until then `onloop --help` shows them from `LAZY_COMMANDS`; a
+test keeps those lines equal to the modules' own help.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from onloop.errors import OnloopError
 
+if TYPE_CHECKING:
+    from typer._click import Command, Context
+
+# Command name -> (module under onloop.cli, the one line `onloop --help` shows), in the help's order.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "note": ("memory", "Save a memory note for this run (for agents; reads ONLOOP_RUN_ID and ONLOOP_ITERATION)."),
+    "condense": ("condense", "Condense test, lint, type-check or profiler output to what a model needs."),
+    "policy": ("policy", "Show and check the guardrail policy."),
+    "memory": ("memory", "See and control what agents remember."),
+    "quarantine": ("quarantine", "Flaky checks: they neither block done nor count as progress."),
+    "registry": ("registry", "Offline package index data for the dependency check: sync it, see what is there."),
+}
+
+
+class _Unloaded(TyperCommand):
+    """Stands in for a sub-app's command in the help until the command is invoked."""
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: sub-app modules are imported when one of their commands is resolved."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, (module, short_help) in LAZY_COMMANDS.items():
+            if name not in self.commands and importlib.util.find_spec(f"onloop.cli.{module}") is not None:
+                self.commands[name] = _Unloaded(name, help=short_help)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and isinstance(self.commands.get(args[0]), _Unloaded):
+            self.load(LAZY_COMMANDS[args[0]][0])
+        return super().resolve_command(ctx, args)
+
+    def load(self, module: str) -> None:
+        """Register the sub-app module's commands on a scratch app and take them over from it."""
+        scratch = typer.Typer()
+        importlib.import_module(f"onloop.cli.{module}").register(scratch)
+        self.commands.update(typer.main.get_group(scratch).commands)
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"onloop {version('onloop')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        typer.echo("onloop (not installed: version unknown)")
+    raise typer.Exit()
+
+
 app = typer.Typer(
     name="onloop",
+    cls=LazyGroup,
     help="Run AI coding agents unattended, in verified loops, on git repositories.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print onloop's version and exit")] = False,
+) -> None:
+    """Options of `onloop` itself, before the command (its help text is the app's, above)."""
 
 
 def _fail(exc: OnloopError) -> None:
@@ -62,19 +128,28 @@ def run(
     max_time: Annotated[str | None, typer.Option(help="wall-clock cap, e.g. 2h or 30m")] = None,
     budget: Annotated[str | None, typer.Option(help="money cap in USD, e.g. 5.00")] = None,
     backend: Annotated[str | None, typer.Option(help="backend name (overrides run.backend)")] = None,
-    resume: Annotated[str | None, typer.Option(help="resume the run with this id")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="resume the run with this id; a run that already ended reports its outcome and exit code again",
+    )] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the outcome")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON lines of events on stdout")] = False,
     policy: Annotated[
-        Path | None, typer.Option(help="a TOML file whose [policy] overrides onloop.toml's for this run")
+        # No square brackets in help texts: typer reads them as rich markup and drops them, word and all.
+        Path | None, typer.Option(help="a TOML file whose policy table overrides onloop.toml's for this run")
     ] = None,
+    include_uncommitted: Annotated[bool, typer.Option(
+        "--include-uncommitted",
+        help="commit uncommitted changes to the plan, prompts, specs and AGENTS.md to the run's branch "
+             "(never yours) and start from there; without it such changes stop the run before it starts",
+    )] = False,
 ) -> None:
     """Run the loop until it stops; the exit code says why (0 = verified done)."""
     from onloop.cli.commands import do_run
 
     try:
         code = do_run(path, mode=mode, max_iterations=max_iterations, max_time=max_time, budget=budget,
-                      backend=backend, resume=resume, quiet=quiet, json_output=json_output, policy=policy)
+                      backend=backend, resume=resume, quiet=quiet, json_output=json_output, policy=policy,
+                      include_uncommitted=include_uncommitted)
     except OnloopError as exc:
         _fail(exc)
     raise typer.Exit(code)
@@ -154,23 +229,6 @@ def steer(
         do_steer(run_id, command, message)
     except OnloopError as exc:
         _fail(exc)
-
-
-def _register_subcommands() -> None:
-    """Sub-apps of other subsystems register themselves (each module has a `register(app)`)."""
-    import importlib
-
-    for name in ("policy", "memory", "condense", "quarantine", "registry"):
-        try:
-            module = importlib.import_module(f"onloop.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"onloop.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register_subcommands()
 
 
 def main() -> None:

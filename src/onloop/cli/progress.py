@@ -16,10 +16,10 @@ from rich.status import Status
 
 _LINE_KINDS = {
     "run_started", "run_resumed", "baseline_gate", "iteration_started", "agent_finished", "gate", "incident",
-    "rolled_back", "rate_limited", "steering", "receipt", "warning", "iteration_interrupted",
+    "rolled_back", "rate_limited", "steering", "receipt", "warning", "iteration_interrupted", "uncommitted_included",
 }
 _STYLE = {"incident": "bold red", "warning": "bold yellow", "rolled_back": "yellow", "run_stopped": "bold",
-          "rate_limited": "yellow"}
+          "rate_limited": "yellow", "uncommitted_included": "yellow"}
 
 
 class TerminalReporter:

@@ -4,13 +4,18 @@
 iteration (consuming them in one transaction). A `say` message is put at the very top of the next
 iteration's context and recorded with the iteration that received it. `pause` holds the loop between
 iterations until `resume` or `stop`. Paused time counts against `max_time`: it is a wall-clock cap.
+
+A stopped run reads no steering, so steering it is refused (a UsageError naming its status) rather
+than queued where nothing will ever read it. A run whose process is gone still takes steering: the
+commands wait for `--resume`, and `steer` says so.
 """
 
 from __future__ import annotations
 
 from onloop.clock import Clock, utc_iso
-from onloop.errors import StopRun
+from onloop.errors import StopRun, UsageError
 from onloop.loop.events import EventLog
+from onloop.loop.setup import is_finished, resume_command
 from onloop.loop.stop import StopReason
 from onloop.store import runs as store
 from onloop.store.db import Database
@@ -20,8 +25,12 @@ COMMANDS = ("pause", "resume", "stop", "say")
 
 
 def steer(db: Database, run_id: str, command: str, message: str | None, clock: Clock) -> None:
-    store.get_run(db, run_id)  # raises NotFoundError with a hint
-    store.add_steering(db, run_id, utc_iso(clock.now()), command, message)
+    row = store.get_run(db, run_id)  # raises NotFoundError with a hint
+    if row.status == "stopped":
+        how = f"stopped ({row.stop_reason}, exit {row.exit_code})"
+        then = "it is final" if is_finished(row) else f"resume it first: `{resume_command(row)}`"
+        raise UsageError(f"run {row.id} is {how}: nothing reads steering now; {then}")
+    store.add_steering(db, row.id, utc_iso(clock.now()), command, message)
 
 
 def apply_steering(db: Database, run_id: str, clock: Clock, events: EventLog, next_iteration: int) -> list[str]:
