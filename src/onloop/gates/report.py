@@ -261,6 +261,7 @@ class _Records:
     finish: dict[str, Any] | None = None
     collected: int | None = None
     forged: int = 0
+    foreign: list[dict[str, Any]] = field(default_factory=list)  # reports a running test made of others
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     tests: list[dict[str, Any]] = field(default_factory=list)
     interrupts: list[dict[str, Any]] = field(default_factory=list)
@@ -282,6 +283,8 @@ class _Records:
             self.interrupts.append(record)
         elif kind == "plugin" and isinstance(record.get("id"), str):
             self.plugins.add(record["id"])
+        elif kind == "foreign":
+            self.foreign.append(record)
 
 
 def parse_report(data: bytes, nonce: str, exit_code: int | None, plugin_file: Path = PLUGIN_FILE) -> PytestReport:
@@ -441,6 +444,10 @@ def _broken_reason(records: _Records, checks: tuple[CheckResult, ...], exitstatu
     """Why this run is not a result, or None. Checked from the most telling sign down."""
     if records.forged:
         return f"{records.forged} records that onloop did not write reached the report channel"
+    if records.foreign:
+        first = records.foreign[0]
+        return (f"{len(records.foreign)} report(s) about other tests were made while a test ran (the test's own "
+                f"code calling pytest's hooks): {_text(first.get('running'))} reported {_text(first.get('nodeid'))}")
     if records.hello is None:
         return ("the onloop pytest plugin did not load: no hello on the report channel "
                 f"({_exited(exit_code)}; pytest >= 7 is needed, with the plugin directory on PYTHONPATH "
@@ -467,6 +474,8 @@ def _status_reason(records: _Records, checks: tuple[CheckResult, ...], exitstatu
     if exit_code != exitstatus:
         return (f"the test process {_ended(exit_code)} after pytest reported {exitstatus}: "
                 "something ran after the tests")
+    if exitstatus == 1 and not any(c.status.failing for c in checks):
+        return "pytest counted failed tests (exit status 1) but no test reported a failure"
     return None
 
 

@@ -67,7 +67,8 @@ def _looks_like_xml(text: str) -> bool:
 
 
 def _merge_attempts(attempts: list[tuple[CheckResult, int]]) -> list[CheckResult]:
-    """One check per id, in order of first appearance: the last attempt's, its earlier ones noted.
+    """One check per id, in order of first appearance: the last attempt's unless an earlier testcase of
+    the id has a worse outcome written in it, its earlier ones noted.
 
     `attempts` holds each testcase's check with the number of failed attempts recorded inside it.
     pytest also writes a second testcase for a test whose teardown failed after its call had failed
@@ -81,6 +82,11 @@ def _merge_attempts(attempts: list[tuple[CheckResult, int]]) -> list[CheckResult
             check = check if _RANK[check.status] >= _RANK[previous.status] else previous
         elif previous is not None:
             earlier[check.check_id] = earlier.get(check.check_id, 0) + 1
+            if previous.status is not CheckStatus.PASSED and _RANK[previous.status] > _RANK[check.status]:
+                # Only an attempt written with no outcome (pytest-rerunfailures' superseded ones) gives way:
+                # a testcase that failed stays failed, whatever testcase of the same id follows (two tests
+                # sharing an id under jest-junit or mocha, or a forged one).
+                check = previous
         earlier[check.check_id] = earlier.get(check.check_id, 0) + inner
         last[check.check_id] = check
     return [_noted(check, earlier.get(check_id, 0)) for check_id, check in last.items()]

@@ -17,12 +17,13 @@ import json
 import re
 from collections.abc import Iterator
 
-from onloop.gates.checks import CheckResult
+from onloop.gates.checks import CheckResult, CheckStatus
 from onloop.gates.parsers._lint import Diagnostic, relative_path, root_of, sample, to_checks
 from onloop.gates.parsers.base import GateOutput
 
+# The path may hold colons (`tools/report:total.py`): it ends at the first `.py:<line>:` from the left.
 _HEAD = re.compile(
-    r"(?P<path>[^\s:][^:\n]*\.pyi?):(?P<line>\d+):(?:(?P<col>\d+):)?(?:\d+:\d+:)? "
+    r"(?P<path>[^\s:][^\n]*?\.pyi?):(?P<line>\d+):(?:(?P<col>\d+):)?(?:\d+:\d+:)? "
     r"(?P<sev>error|warning|note):(?P<msg>.*)"
 )
 _CODE = re.compile(r"^(?P<msg>.*?)  \[(?P<code>[\w-]+)\]$", re.DOTALL)
@@ -30,6 +31,7 @@ _CODE = re.compile(r"^(?P<msg>.*?)  \[(?P<code>[\w-]+)\]$", re.DOTALL)
 # `path: note: In function "f":` from --show-error-context), or mypy's summary.
 _NOT_CONTINUATION = re.compile(r"[^\s:][^:\n]*\.pyi?:(?:\d+:)* ?\w+:|Found \d+ errors? in |Success: ")
 _SUMMARY = re.compile(r"^(Found \d+ errors? in \d+ files? \(checked|Success: no issues found)", re.MULTILINE)
+_FOUND = re.compile(r"^Found (\d+) errors? in \d+ files? \(checked", re.MULTILINE)
 _WRAP_MAX_LINES = 50
 
 
@@ -47,7 +49,18 @@ class MypyParser:
         text = output.output
         if text.lstrip().startswith("{"):
             return to_checks(_from_json_lines(text, root_of(output)))
-        return to_checks(_from_text(text, root_of(output)))
+        found = list(_from_text(text, root_of(output)))
+        return to_checks(found) + _counts(output.gate, text, sum(1 for d in found if d.failing))
+
+
+def _counts(gate: str, text: str, parsed: int) -> list[CheckResult]:
+    """An ERROR `<gate>:counts` check when mypy's own `Found N errors` (summed over its runs) is not
+    the number of errors read: an error the parser could not place is never silently absent."""
+    said = [int(n) for n in _FOUND.findall(text)]
+    if not said or sum(said) == parsed:
+        return []
+    return [CheckResult(f"{gate}:counts", CheckStatus.ERROR,
+                        f"mypy says {sum(said)} error(s), {parsed} could be read from its output")]
 
 
 def _from_text(text: str, root: str | None) -> Iterator[Diagnostic]:

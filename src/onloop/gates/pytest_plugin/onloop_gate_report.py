@@ -24,7 +24,8 @@ Records are JSON lines; `t` names the kind: `hello` (at import), `collect` (a fa
 pytest-rerunfailures every report pytest itself made carries the number of its test's attempt in
 `attempt`, so that onloop can tell a superseded attempt's reports from the last one's), `collected`
 (the item count),
-`plugin` (a plugin registered, with its project-relative file when it lives in the project),
+`plugin` (a plugin registered, with its project-relative file when it lives in the project), `foreign`
+(a report about another test than the one running: made by the running test's code),
 `interrupted` (pytest.exit, KeyboardInterrupt, pytest's own stop) and `finish` (exit status). Only
 the first pytest config binds the channel (the one whose plugin manager loaded this module): an
 inline pytester session, or a `pytest.main` that a conftest.py calls, reports nothing. Under
@@ -305,12 +306,28 @@ class _Reporter:
     def __init__(self, channel: _Channel, config: pytest.Config) -> None:
         self._channel = channel
         self._root = str(config.rootpath)
+        # The item pytest is running in this process (None between items, and always in a pytest-xdist
+        # controller, which runs none: its reports come from the workers).
+        self._running: str | None = None
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+        self._running = item.nodeid
+        try:
+            yield
+        finally:
+            self._running = None
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._report(lambda: _collect_record(report, self._root))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self._running is not None and report.nodeid != self._running:
+            # While one test runs, pytest reports only that test: a report about another one was made
+            # by the running test's own code (through pytest's hooks), whatever it says.
+            self._report(lambda: {"t": "foreign", "nodeid": str(report.nodeid), "running": self._running})
+            return
         attempt = getattr(report, _ATTEMPT, None)
         self._report(lambda: _test_record(report, self._root, attempt if isinstance(attempt, int) else None))
 

@@ -105,7 +105,14 @@ _PLUGIN_LOADING = (PATCH, "loads or registers pytest plugins", re.compile(
 # Patches a test starts without a fixture to undo them: they outlive the test into every later one.
 _UNSCOPED_PATCH = (PATCH, "a patch no fixture undoes", re.compile(
     r"\bMonkeyPatch\s*\(|\bpatch(?:\.object|\.dict|\.multiple)?\s*\(.*\)\s*\.start\s*\("))
-_TEST_FILE_LINES = (_PLUGIN_LOADING, _UNSCOPED_PATCH)
+# A test that reaches past itself into pytest: the session and its items (other tests' bodies, markers,
+# rerun counts), pytest's hooks and report objects, its private package. A test needs none of it to
+# test code; a test file that has it can turn other tests' failures into passes.
+_SESSION = (PATCH, "reaches into pytest's session, other tests or its hooks", re.compile(
+    r"\brequest\.session\b|\.node\.session\b|\bsession\.(?:items|testsfailed|testscollected|shouldfail|shouldstop)\b"
+    r"|\.ihook\b|\.hook\.pytest_\w+|\bpytest_runtest_\w+\s*\(|\btestsfailed\b|\bexecution_count\b"
+    r"|^\s*(?:from|import)\s+_pytest\b|\bTestReport\b|\.runtest\s*=|\.add_marker\s*\("))
+_TEST_FILE_LINES = (_PLUGIN_LOADING, _UNSCOPED_PATCH, _SESSION)
 
 
 def suspicious_test_code(path: str, before: str | None, after: str) -> list[ReviewFinding]:
