@@ -3,6 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python benchmarks/condense/run.py
+    .venv/bin/python benchmarks/condense/run.py --big 200   # the gate runner's whole parse of a 200 MB log
 
 Inputs: the two real long pytest logs in tests/data/gates (pypa/packaging with an injected bug: 61 and
 14 failures) and a generated 100,000-line `pytest -vv` log (mostly PASSED lines, 500 failures from
@@ -117,7 +118,41 @@ def measure(path: Path, expected: set[str] | None) -> dict[str, float | int | st
     }
 
 
+_PARSE_IN_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from onloop.gates.parsers import GateOutput, parse_gate_output
+from onloop.gates.runner import _read_for_parsing
+start = time.perf_counter()
+checks = parse_gate_output(GateOutput("t", 1, False, _read_for_parsing(Path(sys.argv[1]))), "pytest")
+took = time.perf_counter() - start
+failing = sum(1 for c in checks if c.status.failing)
+print(len(checks), failing, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def big(megabytes: int) -> int:
+    """The gate runner's parse of a generated `pytest -vv` log of about `megabytes` MB, whole, in a child
+    process (its peak RSS is the parse's own), against `wc -l` on the same file."""
+    lines = megabytes * 1_000_000 // 100  # the generated progress lines are about 100 bytes each
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big-pytest-vv.log"
+        expected = generate_log(path, lines=lines, failures=2000)
+        size = path.stat().st_size / 1e6
+        done = subprocess.run([sys.executable, "-c", _PARSE_IN_CHILD, str(path)], check=True, capture_output=True,
+                              text=True, env={"PYTHONPATH": str(ROOT / "src")})
+        checks, failing, took, peak_kib = done.stdout.split()
+        wc_s = best_of(lambda: subprocess.run(["wc", "-l", str(path)], check=True, capture_output=True), 3)
+    assert int(failing) == len(expected), (failing, len(expected))
+    print(f"{size:.0f} MB, {lines:,} lines: {int(checks):,} checks, all {len(expected):,} failing ids found; "
+          f"parse {float(took):.1f} s ({size / float(took):.1f} MB/s), wc -l {size / wc_s:.0f} MB/s "
+          f"({float(took) / wc_s:.0f}x); peak RSS {int(peak_kib) / 1024:.0f} MB (target < 100 MB)")
+    return 0
+
+
 def main() -> int:
+    if "--big" in sys.argv:
+        return big(int(sys.argv[sys.argv.index("--big") + 1]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         generated = Path(tmp) / "generated-100k-pytest-vv.log"
