@@ -30,7 +30,10 @@ def pytest_gate(*extra: str, name: str = "tests", target: str = "tests", more: s
 
 PYTEST_GATE = pytest_gate()
 # `-s`: what the code under test prints while the gate runs lands in the gate's log (the evidence).
-PYTEST_GATE_S = pytest_gate("-s")
+# pytest-rerunfailures (a dev dependency) is left out: under pytest-xdist its status server's socket and
+# threads make a process's fd table differ between two identical runs on a loaded machine, noise the
+# attacks that compare what the first run and the re-run saw would read as onloop's.
+PYTEST_GATE_S = pytest_gate("-s", "-p", "no:rerunfailures")
 
 PYTEST_TESTS = ("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
                 "def test_add_negative():\n    assert add(-1, -1) == -2\n")
