@@ -98,7 +98,8 @@ class RunConfig(_Section):
         3600.0, description="longest single wait for a rate-limit reset before the run stops as budget"
     )
     done_marker: str = Field(
-        "<onloop:done/>", description="text the agent puts in its final message to claim the work is complete"
+        "<onloop:done/>", description="text the agent puts in its final message to claim the work is complete "
+        "(a `command` agent with output = \"text\": on the last non-empty line it prints); onloop then verifies"
     )
 
     @model_validator(mode="after")
