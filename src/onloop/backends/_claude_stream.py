@@ -29,7 +29,7 @@ from pydantic import Field
 
 from onloop.backends import ratelimits
 from onloop.backends._adapters import short
-from onloop.backends._cli import json_line
+from onloop.backends._cli import JsonLinesFeed
 from onloop.backends._schema import Event, Tokens, money, parse
 from onloop.backends.auth import AUTH_STATUSES, is_auth_failure
 from onloop.backends.base import AgentEvent, AgentResult, AgentStatus, PermissionDenial
@@ -109,7 +109,7 @@ class _Denial(Event):
         return PermissionDenial(self.tool_name, short(target, 160))
 
 
-class ClaudeStreamParser:
+class ClaudeStreamParser(JsonLinesFeed):
     """Parses Claude Code's stream-json lines (system, assistant, user, result); see the module docstring.
 
     `auth_retry_limit` is the number of retries the CLI was told to make (CLAUDE_CODE_MAX_RETRIES): a
@@ -133,14 +133,6 @@ class ClaudeStreamParser:
         self.usage_seen: dict[str, Usage] = {}  # message id -> usage (streamed messages repeat it)
         self.auth_retries = 0  # api_retry events for refused credentials
         self.auth_error = False  # the CLI's own synthetic message said authentication_failed
-
-    def feed(self, line: str) -> list[AgentEvent]:
-        obj = json_line(line)
-        if obj is None:
-            return []
-        events = self._events(obj)
-        self.events += len(events)
-        return events
 
     def abort_reason(self) -> str | None:
         if self.auth_retries > self.auth_retry_limit:

@@ -135,6 +135,24 @@ def replay_log(parser: StreamParser, log_path: Path) -> AgentResult:
     return parser.finish(exit_code=None, timed_out=False, log_path=log_path)
 
 
+class JsonLinesFeed:
+    """`feed` for a parser of a CLI's JSON-lines stream: one object per line into `_events`, counted
+    in `events`; blank lines and non-JSON noise give none."""
+
+    events: int
+
+    def feed(self, line: str) -> list[AgentEvent]:
+        obj = json_line(line)
+        if obj is None:
+            return []
+        events = self._events(obj)
+        self.events += len(events)
+        return events
+
+    def _events(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        raise NotImplementedError
+
+
 def json_line(line: str) -> dict[str, Any] | None:
     """The JSON object on this line, or None for blank lines and non-JSON noise (logged, not fatal)."""
     text = line.strip()

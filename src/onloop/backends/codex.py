@@ -56,7 +56,14 @@ from onloop.backends._adapters import (
     short,
     write_atomic,
 )
-from onloop.backends._cli import agent_env, json_line, replay_log, resolve_command, run_cli, warn_missing_capabilities
+from onloop.backends._cli import (
+    JsonLinesFeed,
+    agent_env,
+    replay_log,
+    resolve_command,
+    run_cli,
+    warn_missing_capabilities,
+)
 from onloop.backends._schema import Event, Tokens, parse
 from onloop.backends.auth import KeyHint, auth_failed_message, is_auth_failure
 from onloop.backends.base import AgentEvent, AgentRequest, AgentResult, AgentStatus, BackendSpec, Capabilities
@@ -255,7 +262,7 @@ class _Error(Event):
     message: str = ""
 
 
-class CodexStreamParser:
+class CodexStreamParser(JsonLinesFeed):
     """Parses `codex exec --json` lines: thread, turn and item events (unknown types are ignored)."""
 
     def __init__(self, *, now: Callable[[], datetime], price: Callable[[Usage], Cost], model: str | None = None):
@@ -272,14 +279,6 @@ class CodexStreamParser:
         self.errors: list[str] = []  # top-level error lines (reconnects, limits) and warning items
         self.auth_retries = 0  # "Reconnecting..." lines for a refused key
         self.started: set[str] = set()
-
-    def feed(self, line: str) -> list[AgentEvent]:
-        obj = json_line(line)
-        if obj is None:
-            return []
-        events = self._events(obj)
-        self.events += len(events)
-        return events
 
     def abort_reason(self) -> str | None:
         if self.auth_retries >= AUTH_ATTEMPTS:

@@ -22,6 +22,7 @@ from onloop.errors import StopRun
 from onloop.loop import rules
 from onloop.loop.feedback import describe_denials
 from onloop.loop.stop import StopReason
+from onloop.models.ratelimit import wait_seconds
 from onloop.policy.sandbox import limits_from_policy
 from onloop.policy.secrets import scrub_file
 from onloop.store import runs as store
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 MAX_ATTEMPTS = 10
 NOTES_FILE = "memory_notes.jsonl"  # in the iteration's scratch dir: agents append notes, onloop ingests
 DEFAULT_WAIT_SECONDS = 60.0
-MIN_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -116,9 +116,7 @@ def _check_budget(ctx: IterationContext) -> None:
 
 def _after_rate_limit(ctx: IterationContext, backend: AgentBackend, result: AgentResult,
                       limits: list[dict[str, Any]]) -> AgentBackend:
-    now = ctx.clock.now()
-    wait = (result.rate_limit_reset - now).total_seconds() if result.rate_limit_reset else DEFAULT_WAIT_SECONDS
-    wait = max(MIN_WAIT_SECONDS, wait)
+    wait = wait_seconds(result.rate_limit_reset, ctx.clock.now(), DEFAULT_WAIT_SECONDS)
     record: dict[str, Any] = {"backend": backend.name, "reset_at": str(result.rate_limit_reset),
                               "message": (result.error or "")[:200]}
     limits.append(record)

@@ -176,8 +176,12 @@ class Gates:
         return tuple(binds), tuple(private)
 
     def _tracks_under(self, directory: str) -> bool:
-        prefix = directory.strip("/") + "/"
-        return any(path.startswith(prefix) for path in self.base_files)
+        return directory.strip("/") in self._base_dirs
+
+    @functools.cached_property
+    def _base_dirs(self) -> frozenset[str]:
+        """Every directory that holds a file of the base commit (once per run: asked per gate run)."""
+        return frozenset(str(parent) for path in self.base_files for parent in PurePosixPath(path).parents[:-1])
 
     def _untouched(self, run: GateRun) -> GateRun:
         """A run during which the code under test changed the checkout's tracked files is no result: a

@@ -21,11 +21,11 @@ from decimal import Decimal
 
 from onloop.clock import Clock
 from onloop.models.base import ChatModel, ModelError, ModelRequest, ModelResponse
+from onloop.models.ratelimit import wait_seconds
 from onloop.usage import Cost, Usage
 
 MAX_RATE_LIMIT_WAITS = 5
 DEFAULT_WAIT_SECONDS = 30.0
-MIN_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +103,7 @@ class MeteredModel:
                          rate_limited=True)
 
     def _wait(self, exc: ModelError, waited: float) -> float:
-        now = self.meter.clock.now()
-        wait = (exc.reset_at - now).total_seconds() if exc.reset_at else DEFAULT_WAIT_SECONDS
-        wait = max(MIN_WAIT_SECONDS, wait)
+        wait = wait_seconds(exc.reset_at, self.meter.clock.now(), DEFAULT_WAIT_SECONDS)
         if waited + wait > min(self.meter.max_wait, self.meter.time_left()):
             self._book(Usage(), Cost.unknown(), waited, str(exc))
             raise ModelError(f"{self.purpose}: rate limited for {wait:.0f}s more, beyond what the run may wait "

@@ -31,6 +31,16 @@ _MESSAGE_PATTERNS = (
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+MIN_WAIT_SECONDS = 1.0  # a reset already past, or a second away, still gets a pause before the retry
+
+
+def wait_seconds(reset_at: datetime | None, now: datetime, default: float) -> float:
+    """How long to wait for a limit to reset: until `reset_at`, or `default` when the provider gave no
+    reset; never less than `MIN_WAIT_SECONDS`."""
+    wait = (reset_at - now).total_seconds() if reset_at is not None else default
+    return max(MIN_WAIT_SECONDS, wait)
+
+
 def parse_go_duration(text: str) -> float | None:
     """Seconds from "6m0s", "1s", "20ms", "1h2m3.5s"; None if it is not such a duration."""
     if not _GO_WHOLE.match(text):
